@@ -1,0 +1,475 @@
+//! Typed events, parsed from the verified raw body.
+//!
+//! Real traffic is untidy: fields go missing or arrive as `null`, new fields
+//! and new `outcome` values appear, and new event types are added. Only
+//! `type`, `number_id` and, for `call.completed`, `call.call_sid` are
+//! required; every other field is optional and a value of the wrong shape is
+//! read as absent rather than making the event undeliverable.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The event type of [`CallCompleted`].
+pub const CALL_COMPLETED: &str = "call.completed";
+
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// A verified event of any type.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A call ended (`call.completed`).
+    CallCompleted(CallCompleted),
+    /// An event type this crate does not know yet.
+    Unknown(UnknownEvent),
+}
+
+impl Event {
+    /// Parses a raw body. A leading UTF-8 byte-order mark is skipped.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`PayloadError`] for an empty body, malformed JSON, invalid
+    /// UTF-8, or a missing `type`, `number_id` or (for a known type)
+    /// `call.call_sid`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kwickphone_webhooks::Event;
+    ///
+    /// let body = br#"{"type":"call.completed","number_id":"num_12","call":{"call_sid":"CA1"}}"#;
+    /// let Event::CallCompleted(event) = Event::from_slice(body)? else { panic!("known type") };
+    /// assert_eq!(event.call.call_sid, "CA1");
+    /// assert_eq!(event.call.caller, None);
+    /// # Ok::<(), kwickphone_webhooks::PayloadError>(())
+    /// ```
+    pub fn from_slice(body: &[u8]) -> Result<Self, PayloadError> {
+        parse(body).1
+    }
+
+    /// Returns the event type, such as `call.completed`.
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::CallCompleted(_) => CALL_COMPLETED,
+            Self::Unknown(event) => &event.event_type,
+        }
+    }
+
+    /// Returns the number the event belongs to.
+    pub fn number_id(&self) -> &str {
+        match self {
+            Self::CallCompleted(event) => &event.number_id,
+            Self::Unknown(event) => &event.number_id,
+        }
+    }
+
+    /// Returns the call the event is about, for known types.
+    pub fn call_sid(&self) -> Option<&str> {
+        match self {
+            Self::CallCompleted(event) => Some(&event.call.call_sid),
+            Self::Unknown(_) => None,
+        }
+    }
+}
+
+/// A `call.completed` event: a call to one of the numbers ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallCompleted {
+    /// The number that took the call, such as `num_12`.
+    pub number_id: String,
+    /// When the event happened.
+    pub occurred_at: Option<OffsetDateTime>,
+    /// The call.
+    pub call: Call,
+}
+
+/// The call of a [`CallCompleted`] event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The call's identifier, such as `CA9f0c...`.
+    pub call_sid: String,
+    /// Who called: usually E.164, but an opaque string such as `anonymous`
+    /// when the caller withholds the number.
+    pub caller: Option<String>,
+    /// How the call ended.
+    pub outcome: Option<Outcome>,
+    /// How long the call lasted, in seconds.
+    pub duration_sec: Option<u64>,
+    /// When the call started.
+    pub started_at: Option<OffsetDateTime>,
+    /// Whether a recording can be fetched.
+    pub has_recording: Option<bool>,
+    /// Whether a transcript can be fetched.
+    pub has_transcript: Option<bool>,
+}
+
+/// How a call ended; values this crate does not know are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The caller placed an order.
+    Order,
+    /// The caller asked a question.
+    Question,
+    /// The caller left a voicemail.
+    Voicemail,
+    /// Any other value.
+    Other(String),
+}
+
+impl Outcome {
+    /// Returns the value as the vendor spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Order => "order",
+            Self::Question => "question",
+            Self::Voicemail => "voicemail",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl From<&str> for Outcome {
+    fn from(value: &str) -> Self {
+        match value {
+            "order" => Self::Order,
+            "question" => Self::Question,
+            "voicemail" => Self::Voicemail,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event whose type this crate does not know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownEvent {
+    /// The event type as sent.
+    pub event_type: String,
+    /// The number the event belongs to.
+    pub number_id: String,
+}
+
+/// Why a verified body is not a valid event. Never holds body content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The body is empty.
+    Empty,
+    /// The body is not well-formed JSON or not UTF-8, at this line and column.
+    Syntax {
+        /// The line of the first error.
+        line: usize,
+        /// The column of the first error.
+        column: usize,
+    },
+    /// A required field is missing or not a string: `type`, `number_id` or
+    /// `call.call_sid`.
+    MissingField(&'static str),
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Empty => f.write_str("body is empty"),
+            Self::Syntax { line, column } => {
+                write!(f, "body is not valid JSON (line {line}, column {column})")
+            }
+            Self::MissingField(field) => write!(f, "required field `{field}` is missing"),
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(rename = "type", default, borrow, deserialize_with = "lenient")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    number_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    occurred_at: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    call: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireCall<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    call_sid: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    caller: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    outcome: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "lenient")]
+    duration_sec: Option<u64>,
+    #[serde(default, borrow, deserialize_with = "lenient")]
+    started_at: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "lenient")]
+    has_recording: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    has_transcript: Option<bool>,
+}
+
+/// Reads a value of the wrong shape, or `null`, as absent.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape<T> {
+        Expected(T),
+        Other(serde::de::IgnoredAny),
+    }
+    match Shape::<T>::deserialize(deserializer)? {
+        Shape::Expected(value) => Ok(Some(value)),
+        Shape::Other(_) => Ok(None),
+    }
+}
+
+/// Parses a body once, returning the `number_id` whenever it can be read,
+/// even when the event as a whole is invalid, so that the secret lookup and
+/// the verdict on the payload come from one parse.
+pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>) {
+    let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
+    let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return (None, Err(PayloadError::Empty));
+    };
+    // serde reads a JSON array into a struct field by field; an event is an
+    // object and nothing else.
+    if body[start] != b'{' {
+        return (None, Err(PayloadError::Syntax { line: 1, column: start + 1 }));
+    }
+    let wire: WireEvent<'_> = match serde_json::from_slice(body) {
+        Ok(wire) => wire,
+        Err(err) => return (None, Err(syntax(&err))),
+    };
+    let number_id = wire.number_id.as_deref().map(str::to_owned);
+    (number_id, from_wire(wire))
+}
+
+fn syntax(err: &serde_json::Error) -> PayloadError {
+    PayloadError::Syntax {
+        line: err.line(),
+        column: err.column(),
+    }
+}
+
+fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
+    let event_type = wire.event_type.ok_or(PayloadError::MissingField("type"))?;
+    let number_id = wire
+        .number_id
+        .ok_or(PayloadError::MissingField("number_id"))?;
+    if event_type != CALL_COMPLETED {
+        return Ok(Event::Unknown(UnknownEvent {
+            event_type: event_type.into_owned(),
+            number_id: number_id.into_owned(),
+        }));
+    }
+
+    let raw_call = wire
+        .call
+        .ok_or(PayloadError::MissingField("call.call_sid"))?;
+    let call: Option<WireCall<'_>> = serde_json::from_str(raw_call.get()).ok();
+    let call = call.ok_or(PayloadError::MissingField("call.call_sid"))?;
+    Ok(Event::CallCompleted(CallCompleted {
+        number_id: number_id.into_owned(),
+        occurred_at: wire.occurred_at.as_deref().and_then(rfc3339),
+        call: Call::from_wire(call)?,
+    }))
+}
+
+impl Call {
+    fn from_wire(call: WireCall<'_>) -> Result<Self, PayloadError> {
+        let call_sid = call
+            .call_sid
+            .ok_or(PayloadError::MissingField("call.call_sid"))?;
+        Ok(Self {
+            call_sid: call_sid.into_owned(),
+            caller: call.caller.map(Cow::into_owned),
+            outcome: call.outcome.as_deref().map(Outcome::from),
+            duration_sec: call.duration_sec,
+            started_at: call.started_at.as_deref().and_then(rfc3339),
+            has_recording: call.has_recording,
+            has_transcript: call.has_transcript,
+        })
+    }
+}
+
+fn rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const SAMPLE: &str = r#"{"type":"call.completed","number_id":"num_12","occurred_at":"2026-06-20T07:57:25+00:00","call":{"call_sid":"CA9f","caller":"+12145559876","outcome":"order","duration_sec":132,"started_at":"2026-06-20T07:55:10Z","has_recording":true,"has_transcript":true}}"#;
+
+    fn call_completed(body: &str) -> CallCompleted {
+        match Event::from_slice(body.as_bytes()) {
+            Ok(Event::CallCompleted(event)) => event,
+            other => panic!("expected call.completed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_vendor_sample() {
+        let event = call_completed(SAMPLE);
+        assert_eq!(event.number_id, "num_12");
+        assert_eq!(event.occurred_at, Some(datetime!(2026-06-20 07:57:25 UTC)));
+        assert_eq!(event.call.call_sid, "CA9f");
+        assert_eq!(event.call.caller.as_deref(), Some("+12145559876"));
+        assert_eq!(event.call.outcome, Some(Outcome::Order));
+        assert_eq!(event.call.duration_sec, Some(132));
+        assert_eq!(
+            event.call.started_at,
+            Some(datetime!(2026-06-20 07:55:10 UTC))
+        );
+        assert_eq!(event.call.has_recording, Some(true));
+        assert_eq!(event.call.has_transcript, Some(true));
+    }
+
+    #[test]
+    fn tolerates_untidy_traffic() {
+        let cases = [
+            (
+                "nulls",
+                r#"{"type":"call.completed","number_id":"n","occurred_at":null,"call":{"call_sid":"CA1","caller":null,"outcome":null,"duration_sec":null}}"#,
+            ),
+            (
+                "missing",
+                r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1"}}"#,
+            ),
+            (
+                "wrong shapes",
+                r#"{"type":"call.completed","number_id":"n","occurred_at":"yesterday","call":{"call_sid":"CA1","caller":12,"duration_sec":"132","has_recording":"yes"}}"#,
+            ),
+            (
+                "unknown fields",
+                r#"{"type":"call.completed","number_id":"n","extra":{"a":[1]},"call":{"call_sid":"CA1","note":"x"}}"#,
+            ),
+        ];
+        for (name, body) in cases {
+            let event = call_completed(body);
+            assert_eq!(event.call.call_sid, "CA1", "{name}");
+            assert_eq!(event.call.caller, None, "{name}");
+            assert_eq!(event.call.duration_sec, None, "{name}");
+            assert_eq!(event.occurred_at, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn keeps_unknown_outcomes_and_opaque_callers() {
+        let body = r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","caller":"anonymous","outcome":"transfer"}}"#;
+        let event = call_completed(body);
+        assert_eq!(event.call.caller.as_deref(), Some("anonymous"));
+        assert_eq!(event.call.outcome, Some(Outcome::Other("transfer".into())));
+    }
+
+    #[test]
+    fn unknown_types_are_kept() {
+        let body = br#"{"type":"call.started","number_id":"num_12","call":"not an object"}"#;
+        let event = Event::from_slice(body).expect("unknown types parse");
+        assert_eq!(event.event_type(), "call.started");
+        assert_eq!(event.number_id(), "num_12");
+        assert_eq!(event.call_sid(), None);
+    }
+
+    #[test]
+    fn rejects_undecodable_bodies() {
+        let cases: &[(&str, &[u8], PayloadError)] = &[
+            ("empty", b"", PayloadError::Empty),
+            ("blank", b" \n", PayloadError::Empty),
+            (
+                "not json",
+                b"hello",
+                PayloadError::Syntax { line: 1, column: 1 },
+            ),
+            (
+                "truncated",
+                br#"{"type":"#,
+                PayloadError::Syntax { line: 1, column: 8 },
+            ),
+            ("array", b"[]", PayloadError::Syntax { line: 1, column: 1 }),
+            ("positional array", br#"["call.completed","n",null,{"call_sid":"CA1"}]"#, PayloadError::Syntax { line: 1, column: 1 }),
+            (
+                "no type",
+                br#"{"number_id":"n","call":{"call_sid":"CA1"}}"#,
+                PayloadError::MissingField("type"),
+            ),
+            (
+                "null type",
+                br#"{"type":null,"number_id":"n"}"#,
+                PayloadError::MissingField("type"),
+            ),
+            (
+                "no number",
+                br#"{"type":"call.completed","call":{"call_sid":"CA1"}}"#,
+                PayloadError::MissingField("number_id"),
+            ),
+            (
+                "no call",
+                br#"{"type":"call.completed","number_id":"n"}"#,
+                PayloadError::MissingField("call.call_sid"),
+            ),
+            (
+                "no call_sid",
+                br#"{"type":"call.completed","number_id":"n","call":{}}"#,
+                PayloadError::MissingField("call.call_sid"),
+            ),
+            (
+                "call not object",
+                br#"{"type":"call.completed","number_id":"n","call":7}"#,
+                PayloadError::MissingField("call.call_sid"),
+            ),
+        ];
+        for (name, body, want) in cases {
+            assert_eq!(Event::from_slice(body).as_ref().err(), Some(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_syntax_error() {
+        let body = b"{\"type\":\"call.completed\",\"number_id\":\"\xff\"}";
+        assert!(matches!(
+            Event::from_slice(body),
+            Err(PayloadError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let body = format!("\u{feff}{SAMPLE}");
+        assert_eq!(call_completed(&body).call.call_sid, "CA9f");
+    }
+
+    #[test]
+    fn number_id_is_read_even_when_the_event_is_invalid() {
+        let (number_id, result) = parse(br#"{"type":"call.completed","number_id":"num_12"}"#);
+        assert_eq!(number_id.as_deref(), Some("num_12"));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_the_body() {
+        let body = br#"{"type":"call.completed","number_id":"secret-ish","call":{"call_sid":5}}"#;
+        let err = Event::from_slice(body).expect_err("call_sid is not a string");
+        assert!(!err.to_string().contains("secret-ish"));
+    }
+}

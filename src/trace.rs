@@ -1,0 +1,111 @@
+//! The crate's log events, with fixed messages and data in fields.
+//!
+//! Rejections are `debug` (anyone can send them), handled events `info`,
+//! degraded operation `warn`. Nothing here ever receives a secret, a signature,
+//! a header value or the body. Without the `tracing` feature every function
+//! compiles to nothing.
+
+use crate::dedupe::EventKey;
+use crate::error::RejectionKind;
+
+/// What is known about a delivery when it is logged.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    pub(crate) number_id: Option<&'a str>,
+    pub(crate) call_sid: Option<&'a str>,
+    pub(crate) event_type: Option<&'a str>,
+    pub(crate) body_len: Option<usize>,
+    pub(crate) skew_secs: Option<u64>,
+}
+
+#[cfg(feature = "tracing")]
+mod enabled {
+    use super::{EventKey, Fields, RejectionKind};
+
+    pub(crate) fn rejected(kind: RejectionKind, f: &Fields<'_>) {
+        tracing::debug!(
+            number_id = f.number_id,
+            call_sid = f.call_sid,
+            event_type = f.event_type,
+            body_len = f.body_len,
+            skew_secs = f.skew_secs,
+            reason = kind.code(),
+            status = kind.status().as_u16(),
+            "webhook rejected"
+        );
+    }
+
+    pub(crate) fn accepted(key: &EventKey, status: u16) {
+        tracing::info!(
+            number_id = key.number_id(),
+            call_sid = key.call_sid(),
+            event_type = key.event_type(),
+            status,
+            "webhook accepted"
+        );
+    }
+
+    pub(crate) fn duplicate(key: &EventKey, status: u16) {
+        tracing::debug!(
+            number_id = key.number_id(),
+            call_sid = key.call_sid(),
+            event_type = key.event_type(),
+            status,
+            "duplicate delivery"
+        );
+    }
+
+    pub(crate) fn unknown_type(number_id: &str, event_type: &str, status: u16) {
+        tracing::info!(
+            number_id,
+            event_type,
+            status,
+            "unknown event type acknowledged"
+        );
+    }
+
+    pub(crate) fn handler_failed(key: &EventKey, reason: &'static str, status: u16) {
+        tracing::warn!(
+            number_id = key.number_id(),
+            call_sid = key.call_sid(),
+            event_type = key.event_type(),
+            reason,
+            status,
+            "handler failed"
+        );
+    }
+
+    pub(crate) fn store_failed(key: &EventKey, reason: &'static str) {
+        tracing::warn!(
+            number_id = key.number_id(),
+            call_sid = key.call_sid(),
+            event_type = key.event_type(),
+            reason,
+            "dedupe store failed"
+        );
+    }
+
+    pub(crate) fn evicted_early(key: &EventKey, evicted_early: u64) {
+        tracing::warn!(
+            number_id = key.number_id(),
+            call_sid = key.call_sid(),
+            evicted_early,
+            "dedupe entry evicted before its retention ended"
+        );
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
+mod enabled {
+    use super::{EventKey, Fields, RejectionKind};
+
+    pub(crate) fn rejected(_: RejectionKind, _: &Fields<'_>) {}
+    pub(crate) fn accepted(_: &EventKey, _: u16) {}
+    pub(crate) fn duplicate(_: &EventKey, _: u16) {}
+    pub(crate) fn unknown_type(_: &str, _: &str, _: u16) {}
+    pub(crate) fn handler_failed(_: &EventKey, _: &'static str, _: u16) {}
+    pub(crate) fn store_failed(_: &EventKey, _: &'static str) {}
+    pub(crate) fn evicted_early(_: &EventKey, _: u64) {}
+}
+
+pub(crate) use enabled::*;
