@@ -252,7 +252,13 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
     // serde reads a JSON array into a struct field by field; an event is an
     // object and nothing else.
     if body[start] != b'{' {
-        return (None, Err(PayloadError::Syntax { line: 1, column: start + 1 }));
+        return (
+            None,
+            Err(PayloadError::Syntax {
+                line: 1,
+                column: start + 1,
+            }),
+        );
     }
     let wire: WireEvent<'_> = match serde_json::from_slice(body) {
         Ok(wire) => wire,
@@ -407,7 +413,11 @@ mod tests {
                 PayloadError::Syntax { line: 1, column: 8 },
             ),
             ("array", b"[]", PayloadError::Syntax { line: 1, column: 1 }),
-            ("positional array", br#"["call.completed","n",null,{"call_sid":"CA1"}]"#, PayloadError::Syntax { line: 1, column: 1 }),
+            (
+                "positional array",
+                br#"["call.completed","n",null,{"call_sid":"CA1"}]"#,
+                PayloadError::Syntax { line: 1, column: 1 },
+            ),
             (
                 "no type",
                 br#"{"number_id":"n","call":{"call_sid":"CA1"}}"#,

@@ -46,6 +46,10 @@ impl Secret {
     ///
     /// Returns a [`ConfigError`] when the value is empty or starts or ends with
     /// white space, which almost always means it was pasted or read wrongly.
+    ///
+    /// # Panics
+    ///
+    /// Does not panic: HMAC-SHA256 takes keys of any length.
     pub fn new(value: impl Into<String>) -> Result<Self, ConfigError> {
         let value: String = value.into();
         if value.is_empty() {

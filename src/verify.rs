@@ -117,7 +117,8 @@ impl Timestamp {
             .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
         let mut text = [0; MAX_TIMESTAMP_DIGITS];
         text[..value.len()].copy_from_slice(value);
-        let len = u8::try_from(value.len()).expect("at most 12 digits");
+        // Checked above: at most 12 bytes, so the length fits a `u8`.
+        let len = value.len() as u8;
         Ok(Self { secs, text, len })
     }
 
@@ -535,7 +536,14 @@ mod tests {
         let other = Secret::new("whsec_other").expect("valid");
         let ts = Timestamp::parse(NOW.to_string().as_bytes()).expect("digits parse");
         let good = signature_for(body);
-        let cases: Vec<(&str, Vec<Secret>, String, &[u8], Result<(), VerifyError>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Vec<Secret>,
+            String,
+            &'a [u8],
+            Result<(), VerifyError>,
+        );
+        let cases: Vec<Case<'_>> = vec![
             ("match", vec![secret()], good.clone(), body, Ok(())),
             (
                 "rotation, new first",

@@ -149,10 +149,10 @@ impl MemoryStore {
             Some(_) => drop(state.done.pop(&digest)),
             None => {}
         }
-        if let Some(held) = state.in_flight.get(&digest) {
-            if held.until > now {
-                return Claim::InFlight;
-            }
+        if let Some(held) = state.in_flight.get(&digest)
+            && held.until > now
+        {
+            return Claim::InFlight;
         }
 
         let token = ClaimToken::random();
@@ -189,11 +189,12 @@ impl MemoryStore {
 
         let evicted = state.done.push(digest, deadline(now, retention));
         drop(state);
-        if let Some((old, until)) = evicted {
-            if old != digest && until > now {
-                let count = self.inner.evicted_early.fetch_add(1, Ordering::Relaxed) + 1;
-                trace::evicted_early(key, count);
-            }
+        if let Some((old, until)) = evicted
+            && old != digest
+            && until > now
+        {
+            let count = self.inner.evicted_early.fetch_add(1, Ordering::Relaxed) + 1;
+            trace::evicted_early(key, count);
         }
         Ok(())
     }
