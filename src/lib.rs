@@ -91,3 +91,8 @@ pub use layer::{
 };
 pub use secrets::{Secret, SecretList, SecretSource, Secrets};
 pub use service::{ResponseFuture, VerifyWebhook};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -22,8 +22,12 @@ pub(crate) struct Fields<'a> {
 mod enabled {
     use super::{EventKey, Fields, RejectionKind};
 
+    /// Every event is logged under the crate's name, whatever module sent it.
+    const TARGET: &str = "kwickphone_webhooks";
+
     pub(crate) fn rejected(kind: RejectionKind, f: &Fields<'_>) {
         tracing::debug!(
+            target: TARGET,
             number_id = f.number_id,
             call_sid = f.call_sid,
             event_type = f.event_type,
@@ -37,6 +41,7 @@ mod enabled {
 
     pub(crate) fn accepted(key: &EventKey, status: u16) {
         tracing::info!(
+            target: TARGET,
             number_id = key.number_id(),
             call_sid = key.call_sid(),
             event_type = key.event_type(),
@@ -47,6 +52,7 @@ mod enabled {
 
     pub(crate) fn duplicate(key: &EventKey, status: u16) {
         tracing::debug!(
+            target: TARGET,
             number_id = key.number_id(),
             call_sid = key.call_sid(),
             event_type = key.event_type(),
@@ -57,6 +63,7 @@ mod enabled {
 
     pub(crate) fn unknown_type(number_id: &str, event_type: &str, status: u16) {
         tracing::info!(
+            target: TARGET,
             number_id,
             event_type,
             status,
@@ -66,6 +73,7 @@ mod enabled {
 
     pub(crate) fn handler_failed(key: &EventKey, reason: &'static str, status: u16) {
         tracing::warn!(
+            target: TARGET,
             number_id = key.number_id(),
             call_sid = key.call_sid(),
             event_type = key.event_type(),
@@ -77,6 +85,7 @@ mod enabled {
 
     pub(crate) fn store_failed(key: &EventKey, reason: &'static str) {
         tracing::warn!(
+            target: TARGET,
             number_id = key.number_id(),
             call_sid = key.call_sid(),
             event_type = key.event_type(),
@@ -87,6 +96,7 @@ mod enabled {
 
     pub(crate) fn evicted_early(key: &EventKey, evicted_early: u64) {
         tracing::warn!(
+            target: TARGET,
             number_id = key.number_id(),
             call_sid = key.call_sid(),
             evicted_early,
