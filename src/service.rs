@@ -128,9 +128,12 @@ async fn process<S, B, ResBody>(
     request: Request<B>,
 ) -> Result<Response<ResponseBody<ResBody>>, S::Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    B: Body + From<Bytes>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
+    ResBody: Send + 'static,
 {
     let (parts, body) = request.into_parts();
     let (bytes, delivery) = match admit(&config, &parts.headers, body).await {
@@ -153,8 +156,42 @@ where
 
     let guard = ClaimGuard::new(Arc::clone(&config.store), key.clone(), token);
     let request = rebuild(parts, bytes, delivery);
-    let outcome = guard.hold(call_guarded(inner, request), config.lease).await;
-    Ok(settle(&config, guard, &key, outcome).await)
+    Ok(run_detached(config, guard, key, inner, request).await)
+}
+
+/// Runs the handler in a task of its own and settles the claim there.
+///
+/// The vendor may give up waiting and close the connection, which drops this
+/// request's future. A handler tied to that future would stop half-way and
+/// its effects might be repeated by the retry; in its own task it finishes,
+/// and the retry finds the event in flight (409) or done (200).
+async fn run_detached<S, B, ResBody>(
+    config: Arc<Config>,
+    guard: ClaimGuard,
+    key: EventKey,
+    inner: S,
+    request: Request<B>,
+) -> Response<ResponseBody<ResBody>>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    let task = async move {
+        let outcome = guard.hold(call_guarded(inner, request), config.lease).await;
+        settle(&config, guard, &key, outcome).await
+    };
+    #[cfg(feature = "tracing")]
+    let task = tracing::Instrument::in_current_span(task);
+
+    match tokio::spawn(task).await {
+        Ok(response) => response,
+        // `settle` does not panic and the task is never aborted; answer as
+        // for a failed handler all the same, so the claim's lease decides.
+        Err(_) => own(Rejection::new(RejectionKind::HandlerFailed).to_response()),
+    }
 }
 
 /// Runs steps 1 to 6 of the contract: size and encoding, headers, window,

@@ -12,8 +12,6 @@ use crate::error::RejectionKind;
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Fields<'a> {
     pub(crate) number_id: Option<&'a str>,
-    pub(crate) call_sid: Option<&'a str>,
-    pub(crate) event_type: Option<&'a str>,
     pub(crate) body_len: Option<usize>,
     pub(crate) skew_secs: Option<u64>,
 }
@@ -29,8 +27,6 @@ mod enabled {
         tracing::debug!(
             target: TARGET,
             number_id = f.number_id,
-            call_sid = f.call_sid,
-            event_type = f.event_type,
             body_len = f.body_len,
             skew_secs = f.skew_secs,
             reason = kind.code(),
