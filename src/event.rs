@@ -275,6 +275,20 @@ fn syntax(err: &serde_json::Error) -> PayloadError {
     }
 }
 
+/// Returns the syntax error at byte `offset`, counting lines and columns
+/// from 1 as serde_json does.
+fn syntax_at(body: &[u8], offset: usize) -> PayloadError {
+    let before = &body[..offset];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    PayloadError::Syntax { line, column }
+}
+
 fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
     let event_type = wire.event_type.ok_or(PayloadError::MissingField("type"))?;
     let number_id = wire
@@ -300,6 +314,20 @@ fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
 }
 
 impl Call {
+    /// Returns the syntax error at byte `offset`, counting lines and columns
+    /// from 1 as serde_json does.
+    fn syntax_at(body: &[u8], offset: usize) -> PayloadError {
+        let before = &body[..offset];
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let column = offset
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        PayloadError::Syntax { line, column }
+    }
+
     fn from_wire(call: WireCall<'_>) -> Result<Self, PayloadError> {
         let call_sid = call
             .call_sid
@@ -413,6 +441,11 @@ mod tests {
                 PayloadError::Syntax { line: 1, column: 8 },
             ),
             ("array", b"[]", PayloadError::Syntax { line: 1, column: 1 }),
+            (
+                "array on line 2",
+                b"\n  []",
+                PayloadError::Syntax { line: 2, column: 3 },
+            ),
             (
                 "positional array",
                 br#"["call.completed","n",null,{"call_sid":"CA1"}]"#,
