@@ -252,13 +252,7 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
     // serde reads a JSON array into a struct field by field; an event is an
     // object and nothing else.
     if body[start] != b'{' {
-        return (
-            None,
-            Err(PayloadError::Syntax {
-                line: 1,
-                column: start + 1,
-            }),
-        );
+        return (None, Err(syntax_at(body, start)));
     }
     let wire: WireEvent<'_> = match serde_json::from_slice(body) {
         Ok(wire) => wire,
@@ -314,20 +308,6 @@ fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
 }
 
 impl Call {
-    /// Returns the syntax error at byte `offset`, counting lines and columns
-    /// from 1 as serde_json does.
-    fn syntax_at(body: &[u8], offset: usize) -> PayloadError {
-        let before = &body[..offset];
-        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-        let column = offset
-            - before
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1)
-            + 1;
-        PayloadError::Syntax { line, column }
-    }
-
     fn from_wire(call: WireCall<'_>) -> Result<Self, PayloadError> {
         let call_sid = call
             .call_sid
