@@ -41,7 +41,12 @@ fn timestamp(vector: &Vector) -> Timestamp {
 /// signature header value.
 fn check(vector: &Vector, secret: &Secret, header: &str, body: &[u8]) -> Result<(), VerifyError> {
     let signatures = Signatures::parse([header.as_bytes()])?;
-    verify::verify(std::slice::from_ref(secret), &timestamp(vector), &signatures, body)
+    verify::verify(
+        std::slice::from_ref(secret),
+        &timestamp(vector),
+        &signatures,
+        body,
+    )
 }
 
 #[test]
@@ -69,8 +74,18 @@ fn every_vector_verifies_within_the_window() {
         let ts = timestamp(&v);
         assert_eq!(ts.as_bytes(), v.timestamp.as_bytes(), "{}", v.name);
         let window = Duration::from_secs(300);
-        assert_eq!(ts.check_window(ts.secs() + 300, window), Ok(()), "{}", v.name);
-        assert_eq!(check(&v, &secret(&v), &v.signature, v.body.as_bytes()), Ok(()), "{}", v.name);
+        assert_eq!(
+            ts.check_window(ts.secs() + 300, window),
+            Ok(()),
+            "{}",
+            v.name
+        );
+        assert_eq!(
+            check(&v, &secret(&v), &v.signature, v.body.as_bytes()),
+            Ok(()),
+            "{}",
+            v.name
+        );
     }
 }
 
@@ -79,7 +94,12 @@ fn upper_case_hex_verifies() {
     for v in vectors() {
         let upper = format!("v1={}", v.signature[3..].to_uppercase());
         assert_ne!(upper, v.signature);
-        assert_eq!(check(&v, &secret(&v), &upper, v.body.as_bytes()), Ok(()), "{}", v.name);
+        assert_eq!(
+            check(&v, &secret(&v), &upper, v.body.as_bytes()),
+            Ok(()),
+            "{}",
+            v.name
+        );
     }
 }
 
@@ -87,7 +107,12 @@ fn upper_case_hex_verifies() {
 fn mixed_header_with_the_vector_among_other_entries_verifies() {
     for v in vectors() {
         let header = format!("v0=deadbeef, v1={} , {}", "ab".repeat(32), v.signature);
-        assert_eq!(check(&v, &secret(&v), &header, v.body.as_bytes()), Ok(()), "{}", v.name);
+        assert_eq!(
+            check(&v, &secret(&v), &header, v.body.as_bytes()),
+            Ok(()),
+            "{}",
+            v.name
+        );
     }
 }
 
@@ -107,7 +132,10 @@ fn reserialized_body_fails_verification() {
 #[test]
 fn secret_without_its_prefix_fails_verification() {
     for v in vectors() {
-        let bare = v.secret.strip_prefix("whsec_").expect("vector secrets carry the prefix");
+        let bare = v
+            .secret
+            .strip_prefix("whsec_")
+            .expect("vector secrets carry the prefix");
         let bare = Secret::new(bare).expect("the bare secret is valid");
         let got = check(&v, &bare, &v.signature, v.body.as_bytes());
         assert_eq!(got, Err(VerifyError::Mismatch), "{}", v.name);
