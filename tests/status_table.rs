@@ -147,6 +147,17 @@ impl http_body::Body for Endless {
 }
 
 #[tokio::test]
+async fn body_that_stalls_times_out() {
+    let server = start_with(|b| b.body_timeout(Duration::from_millis(200))).await;
+    let payload = body("num_12", "CA-slow");
+    let headers = signed(SECRET_12, NOW, payload.as_bytes());
+    let stream = Endless(vec![Bytes::from_static(b"{")]);
+    let reply = server.send(&headers, reqwest::Body::wrap(stream)).await;
+    assert_eq!(reply.outcome(), (408, "request_timeout"));
+    assert_eq!(server.app.total_runs(), 0);
+}
+
+#[tokio::test]
 async fn default_limit_is_one_mebibyte() {
     let server = start().await;
     let mut big = body("num_12", "CA-mib");
@@ -241,12 +252,24 @@ async fn unknown_numbers_and_forgeries_are_refused() {
         assert_eq!(reply.outcome(), (401, code), "{name}");
     }
     assert_eq!(server.app.total_runs(), 0);
+
+    // Forgeries left no dedupe entry behind: the genuine delivery runs.
+    let genuine = server.deliver(SECRET_12, &own).await;
+    assert_eq!(genuine.outcome(), (200, "-"));
+    assert_eq!(server.app.runs("CA-forged"), 1);
 }
 
 #[tokio::test]
 async fn verified_but_undecodable_bodies_are_bad_requests() {
     let server = start().await;
-    let cases: [(&str, &str, &str, (u16, &str)); 8] = [
+    let twice = r#"{"type":"call.completed","number_id":"num_13","number_id":"num_12","call":{"call_sid":"CA-x"}}"#;
+    let cases: [(&str, &str, &str, (u16, &str)); 9] = [
+        (
+            "number_id twice",
+            twice,
+            SECRET_13,
+            (400, "invalid_payload"),
+        ),
         (
             "malformed json",
             r#"{"type":"call.completed","#,
