@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Action, NOW, SECRET_12, Server, body, signed, start, start_with};
+use kwickphone_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, EventKey, MemoryStore};
+use kwickphone_webhooks::{BoxFuture, StoreError};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -177,4 +179,51 @@ async fn client_going_away_mid_handler_releases_the_claim() {
     let again = server.deliver(SECRET_12, &payload).await;
     assert_eq!(again.outcome(), (200, "-"));
     assert_eq!(server.app.runs("CA-gone"), 2);
+}
+
+/// A memory store whose leases cannot be extended.
+#[derive(Debug, Default)]
+struct NoExtend(MemoryStore);
+
+impl DedupeStore for NoExtend {
+    fn claim<'a>(&'a self, key: &'a EventKey, lease: Duration) -> BoxFuture<'a, ClaimResult> {
+        self.0.claim(key, lease)
+    }
+
+    fn extend<'a>(&'a self, _: &'a EventKey, _: ClaimToken, _: Duration) -> BoxFuture<'a, Done> {
+        Box::pin(async { Err(StoreError::unavailable("connection reset")) })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a EventKey,
+        token: ClaimToken,
+        keep: Duration,
+    ) -> BoxFuture<'a, Done> {
+        self.0.complete(key, token, keep)
+    }
+
+    fn release<'a>(&'a self, key: &'a EventKey, token: ClaimToken) -> BoxFuture<'a, Done> {
+        self.0.release(key, token)
+    }
+}
+
+type ClaimResult = Result<Claim, StoreError>;
+type Done = Result<(), StoreError>;
+
+#[tokio::test]
+async fn handler_is_cut_off_when_its_lease_cannot_be_kept() {
+    let server = start_with(|b| {
+        b.store(NoExtend::default())
+            .lease(Duration::from_millis(300))
+    })
+    .await;
+    let payload = body("num_12", "CA-lease");
+    let (_entered, _release) = blocking(&server, "CA-lease");
+
+    let cut = server.deliver(SECRET_12, &payload).await;
+    assert_eq!(cut.outcome(), (503, "dedupe_unavailable"));
+    let retry = server.deliver(SECRET_12, &payload).await;
+    assert_eq!(retry.outcome(), (200, "-"));
+    assert_eq!(server.app.runs("CA-lease"), 2);
 }
