@@ -282,3 +282,248 @@ impl fmt::Debug for MemoryStore {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedupe::StoreErrorKind;
+    use crate::testing::FakeClock;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const RETENTION: Duration = Duration::from_secs(3600);
+
+    fn store(capacity: usize) -> (MemoryStore, FakeClock) {
+        let clock = FakeClock::at_unix(1_781_942_245);
+        let capacity = NonZeroUsize::new(capacity).expect("tests use a positive capacity");
+        let store = MemoryStore::with_clock(capacity, Arc::new(clock.clone()));
+        (store, clock)
+    }
+
+    fn key(call_sid: &str) -> EventKey {
+        EventKey::new("num_12", "call.completed", call_sid)
+    }
+
+    async fn first(store: &MemoryStore, key: &EventKey) -> ClaimToken {
+        match store.claim(key, LEASE).await {
+            Ok(Claim::First(token)) => token,
+            other => panic!("expected a first claim of {key:?}, got {other:?}"),
+        }
+    }
+
+    async fn claim(store: &MemoryStore, key: &EventKey) -> Claim {
+        store
+            .claim(key, LEASE)
+            .await
+            .expect("the memory store answers")
+    }
+
+    fn kind<T>(result: Result<T, StoreError>) -> Option<StoreErrorKind> {
+        result.err().map(|e| e.kind())
+    }
+
+    #[tokio::test]
+    async fn claim_protocol() {
+        let (store, _) = store(10);
+        let a = key("CA1");
+        let token = first(&store, &a).await;
+        assert_eq!(claim(&store, &a).await, Claim::InFlight);
+        assert_eq!(store.in_flight(), 1);
+
+        store
+            .extend(&a, token, LEASE)
+            .await
+            .expect("holder extends");
+        store
+            .complete(&a, token, RETENTION)
+            .await
+            .expect("holder completes");
+        assert_eq!(claim(&store, &a).await, Claim::Done);
+        assert_eq!((store.in_flight(), store.len()), (0, 1));
+
+        let b = key("CA2");
+        let token = first(&store, &b).await;
+        store.release(&b, token).await.expect("holder releases");
+        assert_ne!(
+            first(&store, &b).await,
+            token,
+            "a new claim gets a new token"
+        );
+    }
+
+    #[tokio::test]
+    async fn lapsed_lease_lets_a_new_claim_through() {
+        let (store, clock) = store(10);
+        let a = key("CA1");
+        let old = first(&store, &a).await;
+
+        clock.advance(LEASE - Duration::from_secs(1));
+        assert_eq!(claim(&store, &a).await, Claim::InFlight, "lease still runs");
+        clock.advance(Duration::from_secs(1));
+        let new = first(&store, &a).await;
+        assert_ne!(old, new);
+
+        let cases = [
+            ("extend", kind(store.extend(&a, old, LEASE).await)),
+            ("complete", kind(store.complete(&a, old, RETENTION).await)),
+        ];
+        for (name, got) in cases {
+            assert_eq!(
+                got,
+                Some(StoreErrorKind::ClaimLost),
+                "{name} by the old holder"
+            );
+        }
+        store.release(&a, old).await.expect("release never fails");
+        assert_eq!(
+            claim(&store, &a).await,
+            Claim::InFlight,
+            "the new claim stands"
+        );
+        store
+            .complete(&a, new, RETENTION)
+            .await
+            .expect("new holder completes");
+    }
+
+    #[tokio::test]
+    async fn extending_keeps_the_claim_past_its_first_lease() {
+        let (store, clock) = store(10);
+        let a = key("CA1");
+        let token = first(&store, &a).await;
+        for _ in 0..5 {
+            clock.advance(LEASE / 2);
+            store
+                .extend(&a, token, LEASE)
+                .await
+                .expect("holder extends");
+            assert_eq!(claim(&store, &a).await, Claim::InFlight);
+        }
+        clock.advance(LEASE);
+        assert_eq!(
+            kind(store.extend(&a, token, LEASE).await),
+            Some(StoreErrorKind::ClaimLost),
+            "a lapsed lease cannot be extended"
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_lapse_lets_a_new_claim_through() {
+        let (store, clock) = store(10);
+        let a = key("CA1");
+        let token = first(&store, &a).await;
+        store
+            .complete(&a, token, RETENTION)
+            .await
+            .expect("completes");
+
+        clock.advance(RETENTION - Duration::from_secs(1));
+        assert_eq!(claim(&store, &a).await, Claim::Done);
+        clock.advance(Duration::from_secs(1));
+        first(&store, &a).await;
+        assert_eq!(store.len(), 0, "the expired marker is gone");
+    }
+
+    #[tokio::test]
+    async fn wrong_token_changes_nothing() {
+        let (store, _) = store(10);
+        let a = key("CA1");
+        let token = first(&store, &a).await;
+        let stranger = ClaimToken::random();
+
+        let cases = [
+            ("extend", kind(store.extend(&a, stranger, LEASE).await)),
+            (
+                "complete",
+                kind(store.complete(&a, stranger, RETENTION).await),
+            ),
+            (
+                "unclaimed",
+                kind(store.complete(&key("CA9"), token, RETENTION).await),
+            ),
+        ];
+        for (name, got) in cases {
+            assert_eq!(got, Some(StoreErrorKind::ClaimLost), "{name}");
+        }
+        store
+            .release(&a, stranger)
+            .await
+            .expect("release never fails");
+        assert_eq!(claim(&store, &a).await, Claim::InFlight, "still held");
+        assert_eq!(store.len(), 0);
+        store
+            .complete(&a, token, RETENTION)
+            .await
+            .expect("holder completes");
+    }
+
+    #[tokio::test]
+    async fn keys_differ_by_number_type_and_call() {
+        let (store, _) = store(10);
+        let keys = [
+            EventKey::new("num_12", "call.completed", "CA1"),
+            EventKey::new("num_13", "call.completed", "CA1"),
+            EventKey::new("num_12", "call.started", "CA1"),
+            EventKey::new("num_12", "call.completed", "CA2"),
+        ];
+        for k in &keys {
+            first(&store, k).await;
+        }
+        assert_eq!(store.in_flight(), keys.len());
+    }
+
+    #[tokio::test]
+    async fn evicting_a_live_marker_is_counted() {
+        let (store, _) = store(2);
+        for call_sid in ["CA1", "CA2", "CA3"] {
+            let k = key(call_sid);
+            let token = first(&store, &k).await;
+            store
+                .complete(&k, token, RETENTION)
+                .await
+                .expect("completes");
+        }
+        assert_eq!(store.evicted_early(), 1);
+        assert_eq!(store.len(), 2);
+        first(&store, &key("CA1")).await;
+        assert_eq!(claim(&store, &key("CA3")).await, Claim::Done);
+    }
+
+    #[tokio::test]
+    async fn evicting_an_expired_marker_is_not_counted() {
+        let (store, clock) = store(1);
+        let a = key("CA1");
+        let token = first(&store, &a).await;
+        store
+            .complete(&a, token, Duration::from_secs(10))
+            .await
+            .expect("completes");
+        clock.advance(Duration::from_secs(11));
+
+        let b = key("CA2");
+        let token = first(&store, &b).await;
+        store
+            .complete(&b, token, RETENTION)
+            .await
+            .expect("completes");
+        assert_eq!(store.evicted_early(), 0);
+    }
+
+    #[tokio::test]
+    async fn capacity_pressure_never_drops_a_claim_in_flight() {
+        let (store, _) = store(1);
+        let held = key("CA-held");
+        let token = first(&store, &held).await;
+        for i in 0..5 {
+            let k = key(&format!("CA{i}"));
+            let t = first(&store, &k).await;
+            store.complete(&k, t, RETENTION).await.expect("completes");
+        }
+        assert_eq!(store.evicted_early(), 4);
+        assert_eq!(claim(&store, &held).await, Claim::InFlight);
+        store
+            .complete(&held, token, RETENTION)
+            .await
+            .expect("holder completes");
+        assert_eq!(claim(&store, &held).await, Claim::Done);
+    }
+}
