@@ -1,5 +1,5 @@
-//! Deliveries of one event that overlap: the handler runs once, and a failed
-//! or abandoned run never blocks the vendor's retry.
+//! Deliveries of one event that overlap: the handler runs once, a failed run
+//! never blocks the vendor's retry, and an abandoned one still finishes.
 
 mod common;
 
@@ -152,10 +152,10 @@ async fn a_failed_run_is_retried_then_done() {
 }
 
 #[tokio::test]
-async fn client_going_away_mid_handler_releases_the_claim() {
+async fn client_going_away_mid_handler_lets_the_handler_finish() {
     let server = start().await;
     let payload = body("num_12", "CA-gone");
-    let (entered, _release) = blocking(&server, "CA-gone");
+    let (entered, release) = blocking(&server, "CA-gone");
 
     let client = common::client();
     let url = server.url.clone();
@@ -172,13 +172,16 @@ async fn client_going_away_mid_handler_releases_the_claim() {
     first.abort();
     let _ = first.await;
 
-    // The abandoned run never finishes; the retry must run the handler.
+    // The abandoned run goes on in its own task and still holds the claim.
+    let retry = server.deliver(SECRET_12, &payload).await;
+    assert_eq!(retry.outcome(), (409, "delivery_in_progress"));
+
+    // Once it finishes, the event is done and the retry does not run it again.
+    release.notify_one();
     let (status, answer) = deliver_until_settled(&server, &payload).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(server.app.runs("CA-gone"), 2);
-    let again = server.deliver(SECRET_12, &payload).await;
-    assert_eq!(again.outcome(), (200, "-"));
-    assert_eq!(server.app.runs("CA-gone"), 2);
+    assert!(answer.contains("duplicate"), "{answer}");
+    assert_eq!(server.app.runs("CA-gone"), 1);
 }
 
 /// A memory store whose leases cannot be extended.
