@@ -229,6 +229,9 @@ pub enum ConfigError {
     MalformedSecretList,
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
+    /// A dedupe store cannot be set up as configured; the text says why and
+    /// never repeats the address, which may hold a password.
+    InvalidStore(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -240,6 +243,7 @@ impl fmt::Display for ConfigError {
                 f.write_str("secret list entries must look like number_id=secret")
             }
             Self::ZeroDuration(name) => write!(f, "{name} must be longer than zero"),
+            Self::InvalidStore(reason) => write!(f, "invalid dedupe store: {reason}"),
         }
     }
 }
