@@ -154,7 +154,8 @@ where
         }
     };
 
-    let guard = ClaimGuard::new(Arc::clone(&config.store), key.clone(), token);
+    let store = Arc::clone(&config.store);
+    let guard = ClaimGuard::new(store, key.clone(), token, config.lease);
     let request = rebuild(parts, bytes, delivery);
     Ok(run_detached(config, guard, key, inner, request).await)
 }
@@ -167,7 +168,7 @@ where
 /// and the retry finds the event in flight (409) or done (200).
 async fn run_detached<S, B, ResBody>(
     config: Arc<Config>,
-    guard: ClaimGuard,
+    mut guard: ClaimGuard,
     key: EventKey,
     inner: S,
     request: Request<B>,
@@ -180,7 +181,7 @@ where
     ResBody: Send + 'static,
 {
     let task = async move {
-        let outcome = guard.hold(call_guarded(inner, request), config.lease).await;
+        let outcome = guard.hold(call_guarded(inner, request)).await;
         settle(&config, guard, &key, outcome).await
     };
     #[cfg(feature = "tracing")]
