@@ -90,12 +90,13 @@ mod enabled {
         );
     }
 
-    pub(crate) fn evicted_early(key: &EventKey, evicted_early: u64) {
+    /// The evicted entry is known only by its digest, so the fields say how
+    /// often it happened and how full the store is, not which event it was.
+    pub(crate) fn evicted_early(evicted_early: u64, capacity: usize) {
         tracing::warn!(
             target: TARGET,
-            number_id = key.number_id(),
-            call_sid = key.call_sid(),
             evicted_early,
+            capacity,
             "dedupe entry evicted before its retention ended"
         );
     }
@@ -111,7 +112,7 @@ mod enabled {
     pub(crate) fn unknown_type(_: &str, _: &str, _: u16) {}
     pub(crate) fn handler_failed(_: &EventKey, _: &'static str, _: u16) {}
     pub(crate) fn store_failed(_: &EventKey, _: &'static str) {}
-    pub(crate) fn evicted_early(_: &EventKey, _: u64) {}
+    pub(crate) fn evicted_early(_: u64, _: usize) {}
 }
 
 pub(crate) use enabled::*;

@@ -27,10 +27,11 @@ type Digest = [u8; 16];
 /// When the map is full, the oldest marker is dropped even if its retention
 /// has not ended; a late retry of that event would run the handler again. The
 /// store counts such drops ([`evicted_early`](Self::evicted_early)) and logs a
-/// warning for each. Size capacity to hold every event received within the
-/// retention period: events per second times retention seconds, with margin.
-/// At 10 events per second and the default 24 h that is 864 000 markers, about
-/// 90 MB.
+/// warning for each, with the running count and the capacity: a count that
+/// grows means the store is too small. Size capacity to hold every event
+/// received within the retention period: events per second times retention
+/// seconds, with margin. At 10 events per second and the default 24 h that is
+/// 864 000 markers, about 90 MB.
 ///
 /// The store lives in one process: replicas behind a load balancer each see
 /// only their own deliveries, and a restart forgets everything. Use
@@ -188,13 +189,14 @@ impl MemoryStore {
         self.take_claim(&mut state, &digest, token)?;
 
         let evicted = state.done.push(digest, deadline(now, retention));
+        let capacity = state.done.cap().get();
         drop(state);
         if let Some((old, until)) = evicted
             && old != digest
             && until > now
         {
             let count = self.inner.evicted_early.fetch_add(1, Ordering::Relaxed) + 1;
-            trace::evicted_early(key, count);
+            trace::evicted_early(count, capacity);
         }
         Ok(())
     }
