@@ -38,7 +38,7 @@ pub use crate::error::{StoreError, StoreErrorKind};
 pub(crate) use claim::ClaimGuard;
 pub use memory::{DEFAULT_CAPACITY, MemoryStore};
 #[cfg(feature = "redis")]
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisStoreBuilder};
 
 /// A boxed future, as returned by [`DedupeStore`] and
 /// [`SecretSource`](crate::SecretSource) methods.
