@@ -144,6 +144,8 @@ where
     let Some(key) = delivery.key() else {
         return unknown_type(&config, inner, parts, bytes, delivery).await;
     };
+    // The lease runs from when the claim was asked for, not from its answer.
+    let asked = tokio::time::Instant::now();
     let token = match config.store.claim(&key, config.lease).await {
         Ok(Claim::First(token)) => token,
         Ok(claim) => return Ok(duplicate(&config, &key, claim)),
@@ -155,7 +157,8 @@ where
     };
 
     let store = Arc::clone(&config.store);
-    let guard = ClaimGuard::new(store, key.clone(), token, config.lease);
+    let expires = asked + config.lease;
+    let guard = ClaimGuard::new(store, key.clone(), token, config.lease, expires);
     let request = rebuild(parts, bytes, delivery);
     Ok(run_detached(config, guard, key, inner, request).await)
 }

@@ -26,19 +26,20 @@ pub(crate) struct ClaimGuard {
 }
 
 impl ClaimGuard {
-    /// Wraps a claim just taken for `lease`.
+    /// Wraps a claim whose lease ends at `expires` at the latest.
     pub(crate) fn new(
         store: Arc<dyn DedupeStore>,
         key: EventKey,
         token: ClaimToken,
         lease: Duration,
+        expires: Instant,
     ) -> Self {
         Self {
             store,
             key,
             token,
             lease,
-            expires: Instant::now() + lease,
+            expires,
             settled: false,
         }
     }
@@ -227,7 +228,7 @@ mod tests {
             panic!("a fresh key is claimed");
         };
         let store: Arc<dyn DedupeStore> = flaky.clone();
-        let guard = ClaimGuard::new(store, key.clone(), token, lease);
+        let guard = ClaimGuard::new(store, key.clone(), token, lease, Instant::now() + lease);
 
         let err = guard
             .complete(Duration::from_secs(60))
@@ -251,7 +252,7 @@ mod tests {
             panic!("a fresh key is claimed");
         };
         let store: Arc<dyn DedupeStore> = Arc::new(memory.clone());
-        let mut guard = ClaimGuard::new(store, key.clone(), token, lease);
+        let mut guard = ClaimGuard::new(store, key.clone(), token, lease, Instant::now() + lease);
         let probe = async {
             sleep(lease * 3).await;
             memory.claim(&key, lease).await.expect("memory answers")
