@@ -72,6 +72,12 @@ return 0
 /// reconnects by itself on the next operation, so deliveries succeed again as
 /// soon as Redis is back, without a restart of the application.
 ///
+/// A handler that finishes while Redis is down cannot mark its event done at
+/// once; the layer keeps trying until the claim's lease ends. An outage
+/// longer than that lets a later retry run the event again, so keep the
+/// lease well above the time Redis takes to come back (the default 30 s
+/// does for a restart).
+///
 /// # What Redis must keep
 ///
 /// - Across a Redis restart the guarantee holds only with persistence that
