@@ -18,14 +18,25 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use kwickphone_webhooks::{CallCompleted, ConfigError, Secret, Secrets, VerifyWebhookLayer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+
+/// How long a connection may take to send a request's headers, and how long
+/// an idle keep-alive connection stays open. The layer's body timeout starts
+/// only once the headers are in; this closes the gap before it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,7 +54,7 @@ async fn main() -> ExitCode {
         }
     };
     let listen = std::env::var("KWICKPHONE_LISTEN").unwrap_or_else(|_| DEFAULT_LISTEN.into());
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
+    let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("receiver: cannot listen on {listen}: {err}");
@@ -53,15 +64,11 @@ async fn main() -> ExitCode {
 
     let app = Router::new()
         .route("/hooks/kp", post(on_call_completed))
-        .route_layer(VerifyWebhookLayer::new(secrets));
+        .route_layer(VerifyWebhookLayer::new(secrets))
+        .with_state(Printer::start());
     tracing::info!(address = %listen, "receiver listening");
-    match axum::serve(listener, app).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("receiver: server failed: {err}");
-            ExitCode::from(1)
-        }
-    }
+    serve(listener, app).await;
+    ExitCode::SUCCESS
 }
 
 fn secrets_from_env() -> Result<Secrets, String> {
@@ -75,8 +82,37 @@ fn secrets_from_env() -> Result<Secrets, String> {
     Err("set KWICKPHONE_WEBHOOK_SECRETS=num_12=whsec_...,... or KWICKPHONE_WEBHOOK_SECRET".into())
 }
 
+/// Serves HTTP/1 connections, closing those that are too slow to send their
+/// headers or that sit idle.
+async fn serve(listener: TcpListener, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, usually: wait for some to close.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// Prints the event; a failed write answers 500, so the vendor retries it.
-async fn on_call_completed(event: CallCompleted) -> Result<&'static str, StatusCode> {
+async fn on_call_completed(
+    State(printer): State<Printer>,
+    event: CallCompleted,
+) -> Result<&'static str, StatusCode> {
     let line = serde_json::json!({
         "type": "call.completed",
         "number_id": event.number_id,
@@ -85,10 +121,40 @@ async fn on_call_completed(event: CallCompleted) -> Result<&'static str, StatusC
         "outcome": event.call.outcome.as_ref().map(|o| o.as_str()),
         "duration_sec": event.call.duration_sec,
     });
-    // One whole line per event, even when several handlers run at once.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .map(|()| "ok")
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    match printer.print(line.to_string()).await {
+        Ok(()) => Ok("ok"),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+type Line = (String, oneshot::Sender<std::io::Result<()>>);
+
+/// Writes event lines to stdout from a thread of its own: a reader of stdout
+/// that falls behind holds up only the handlers waiting for their line, never
+/// the server's worker threads, so leases keep being renewed meanwhile.
+#[derive(Clone)]
+struct Printer {
+    lines: mpsc::Sender<Line>,
+}
+
+impl Printer {
+    fn start() -> Self {
+        let (lines, mut queue) = mpsc::channel::<Line>(1024);
+        std::thread::spawn(move || {
+            let mut stdout = std::io::stdout();
+            while let Some((line, written)) = queue.blocking_recv() {
+                let result = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+                let _ = written.send(result);
+            }
+        });
+        Self { lines }
+    }
+
+    /// Returns once the line is written and flushed.
+    async fn print(&self, line: String) -> std::io::Result<()> {
+        let (written, done) = oneshot::channel();
+        let gone = || std::io::Error::other("stdout writer stopped");
+        self.lines.send((line, written)).await.map_err(|_| gone())?;
+        done.await.map_err(|_| gone())?
+    }
 }
