@@ -20,6 +20,8 @@ type BoxError = Box<dyn Error + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectionKind {
+    /// The request is not a `POST`, the only method the vendor uses (405).
+    MethodNotAllowed,
     /// The body is larger than the limit (413).
     PayloadTooLarge,
     /// The body is compressed (415).
@@ -54,6 +56,7 @@ impl RejectionKind {
     /// Returns the HTTP status of this kind.
     pub fn status(self) -> StatusCode {
         match self {
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -71,6 +74,7 @@ impl RejectionKind {
     /// Returns the error code of the envelope.
     pub fn code(self) -> &'static str {
         match self {
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedEncoding => "unsupported_encoding",
             Self::BodyTimeout => "request_timeout",
@@ -90,6 +94,7 @@ impl RejectionKind {
     /// Returns the fixed message of the envelope.
     pub fn message(self) -> &'static str {
         match self {
+            Self::MethodNotAllowed => "webhook deliveries must use POST",
             Self::PayloadTooLarge => "request body exceeds the size limit",
             Self::UnsupportedEncoding => "request body must not be compressed",
             Self::BodyTimeout => "request body did not arrive in time",
@@ -176,6 +181,10 @@ impl Rejection {
             "error": { "code": self.kind.code(), "message": self.kind.message() }
         });
         let mut response = json_response(self.status(), &envelope);
+        if self.kind == RejectionKind::MethodNotAllowed {
+            let allow = HeaderValue::from_static("POST");
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()
@@ -338,7 +347,8 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    const ALL: [RejectionKind; 14] = [
+    const ALL: [RejectionKind; 15] = [
+        RejectionKind::MethodNotAllowed,
         RejectionKind::PayloadTooLarge,
         RejectionKind::UnsupportedEncoding,
         RejectionKind::BodyTimeout,

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -136,7 +136,7 @@ where
     ResBody: Send + 'static,
 {
     let (parts, body) = request.into_parts();
-    let (bytes, delivery) = match admit(&config, &parts.headers, body).await {
+    let (bytes, delivery) = match admit(&config, &parts, body).await {
         Ok(admitted) => admitted,
         Err(rejection) => return Ok(reject(&rejection)),
     };
@@ -200,11 +200,9 @@ where
 
 /// Runs steps 1 to 6 of the contract: size and encoding, headers, window,
 /// secret lookup, signature, payload. Reads the body once and parses it once.
-async fn admit<B>(
-    config: &Config,
-    headers: &HeaderMap,
-    body: B,
-) -> Result<(Bytes, Delivery), Rejection>
+/// A method other than `POST` is refused first: the vendor never sends one,
+/// and no other method should get as far as claiming an event.
+async fn admit<B>(config: &Config, parts: &Parts, body: B) -> Result<(Bytes, Delivery), Rejection>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -215,6 +213,10 @@ where
         Rejection::new(kind)
     };
 
+    if parts.method != Method::POST {
+        return Err(refuse(RejectionKind::MethodNotAllowed, &fields));
+    }
+    let headers = &parts.headers;
     body::check_declared_length(headers, config.body_limit).map_err(|k| refuse(k, &fields))?;
     body::check_encoding(headers).map_err(|k| refuse(k, &fields))?;
     let bytes = body::read(body, config.body_limit, config.body_timeout)

@@ -358,3 +358,25 @@ async fn handler_failures_release_the_claim() {
         (503, "handler said no")
     );
 }
+
+#[tokio::test]
+async fn other_methods_are_refused_before_any_claim() {
+    let server = start().await;
+    let payload = body("num_12", "CA-method");
+    let signing: String = signed(SECRET_12, server.clock.secs(), payload.as_bytes())
+        .iter()
+        .map(|(name, value)| format!("\r\n{name}: {value}"))
+        .collect();
+
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        let head = format!("{method} /hooks/kp HTTP/1.1{signing}");
+        let (status, answer) = server.send_raw(&head, payload.as_bytes()).await;
+        assert_eq!(status, 405, "{method}: {answer}");
+        assert!(answer.contains("method_not_allowed"), "{method}: {answer}");
+    }
+    assert_eq!(server.app.total_runs(), 0);
+
+    let post = server.deliver(SECRET_12, &payload).await;
+    assert_eq!(post.outcome(), (200, "-"), "{}", post.body);
+    assert_eq!(server.app.runs("CA-method"), 1);
+}
