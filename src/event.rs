@@ -113,13 +113,13 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// The caller placed an order.
+    /// The caller placed an order: `"order"`.
     Order,
-    /// The caller asked a question.
+    /// The caller asked a question: `"question"`.
     Question,
-    /// The caller left a voicemail.
+    /// The caller left a voicemail: `"voicemail"`.
     Voicemail,
-    /// Any other value.
+    /// Any other value, as sent.
     Other(String),
 }
 

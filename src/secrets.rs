@@ -240,6 +240,9 @@ impl Secrets {
     }
 
     /// Removes one secret of `number_id`, at the end of a rotation.
+    ///
+    /// Add the successor first: once its last secret is retired, the number
+    /// is unknown and its deliveries are answered 401 `unknown_number`.
     pub fn retire(&self, number_id: &str, secret: &Secret) {
         let mut table = self.write();
         let Some(list) = table.by_number.get_mut(number_id) else {
