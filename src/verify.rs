@@ -123,7 +123,8 @@ impl Timestamp {
         }
         let mut text = [b'.'; MAX_TIMESTAMP_DIGITS + 1];
         text[..value.len()].copy_from_slice(value);
-        let len = u8::try_from(value.len()).expect("at most 12 digits");
+        // At most 12, checked above.
+        let len = value.len() as u8;
         Ok(Self { secs, text, len })
     }
 
@@ -608,7 +609,8 @@ mod tests {
             copy[i] = byte;
             copy
         };
-        let cases: Vec<(&str, Vec<u8>, Option<[u8; DIGEST_LEN]>)> = vec![
+        type Case = (&'static str, Vec<u8>, Option<[u8; DIGEST_LEN]>);
+        let cases: Vec<Case> = vec![
             ("lower case", digits.to_vec(), Some(expected)),
             ("upper case", digits.to_ascii_uppercase(), Some(expected)),
             (
