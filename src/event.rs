@@ -9,10 +9,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use lenient::{Lenient, Shape};
+
+mod lenient;
 
 /// The event type of [`CallCompleted`].
 pub const CALL_COMPLETED: &str = "call.completed";
@@ -195,49 +199,61 @@ impl std::error::Error for PayloadError {}
 
 #[derive(Deserialize)]
 struct WireEvent<'a> {
-    #[serde(rename = "type", default, borrow, deserialize_with = "lenient")]
-    event_type: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "lenient")]
-    number_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "lenient")]
-    occurred_at: Option<Cow<'a, str>>,
+    #[serde(rename = "type", default, borrow)]
+    event_type: Lenient<Cow<'a, str>>,
     #[serde(default, borrow)]
-    call: Option<&'a RawValue>,
+    number_id: Lenient<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    occurred_at: Lenient<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    call: Lenient<WireCall<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct WireCall<'a> {
-    #[serde(default, borrow, deserialize_with = "lenient")]
     call_sid: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "lenient")]
     caller: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "lenient")]
     outcome: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "lenient")]
     duration_sec: Option<u64>,
-    #[serde(default, borrow, deserialize_with = "lenient")]
     started_at: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "lenient")]
     has_recording: Option<bool>,
-    #[serde(default, deserialize_with = "lenient")]
     has_transcript: Option<bool>,
 }
 
-/// Reads a value of the wrong shape, or `null`, as absent.
-fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Shape<T> {
-        Expected(T),
-        Other(serde::de::IgnoredAny),
-    }
-    match Shape::<T>::deserialize(deserializer)? {
-        Shape::Expected(value) => Ok(Some(value)),
-        Shape::Other(_) => Ok(None),
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum CallField {
+    CallSid,
+    Caller,
+    Outcome,
+    DurationSec,
+    StartedAt,
+    HasRecording,
+    HasTranscript,
+    #[serde(other)]
+    Other,
+}
+
+/// Reads the `call` object field by field; when a field appears twice the
+/// last one counts, and anything but an object is read as absent.
+impl<'de: 'a, 'a> Shape<'de> for WireCall<'a> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut call = Self::default();
+        while let Some(field) = map.next_key::<CallField>()? {
+            match field {
+                CallField::CallSid => call.call_sid = map.next_value::<Lenient<_>>()?.0,
+                CallField::Caller => call.caller = map.next_value::<Lenient<_>>()?.0,
+                CallField::Outcome => call.outcome = map.next_value::<Lenient<_>>()?.0,
+                CallField::DurationSec => call.duration_sec = map.next_value::<Lenient<_>>()?.0,
+                CallField::StartedAt => call.started_at = map.next_value::<Lenient<_>>()?.0,
+                CallField::HasRecording => call.has_recording = map.next_value::<Lenient<_>>()?.0,
+                CallField::HasTranscript => {
+                    call.has_transcript = map.next_value::<Lenient<_>>()?.0;
+                }
+                CallField::Other => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(Some(call))
     }
 }
 
@@ -254,12 +270,29 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
     if body[start] != b'{' {
         return (None, Err(syntax_at(body, start)));
     }
-    let wire: WireEvent<'_> = match serde_json::from_slice(body) {
+    // One check of the whole body is cheaper than serde_json's check of each
+    // string, and also refuses invalid UTF-8 in fields that are skipped.
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(err) => return (None, Err(syntax_at(body, err.valid_up_to()))),
+    };
+    let wire: WireEvent<'_> = match serde_json::from_str(text) {
         Ok(wire) => wire,
         Err(err) => return (None, Err(syntax(&err))),
     };
-    let number_id = wire.number_id.as_deref().map(str::to_owned);
+    let number_id = wire.number_id.0.as_deref().map(str::to_owned);
     (number_id, from_wire(wire))
+}
+
+/// Returns the syntax error at byte `offset`, such as the first byte that is
+/// not UTF-8, counting lines and columns from 1 as serde_json does.
+fn syntax_at(body: &[u8], offset: usize) -> PayloadError {
+    let before = &body[..offset];
+    let line_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+    PayloadError::Syntax {
+        line: 1 + memchr::memchr_iter(b'\n', before).count(),
+        column: offset - line_start + 1,
+    }
 }
 
 fn syntax(err: &serde_json::Error) -> PayloadError {
@@ -269,24 +302,14 @@ fn syntax(err: &serde_json::Error) -> PayloadError {
     }
 }
 
-/// Returns the syntax error at byte `offset`, counting lines and columns
-/// from 1 as serde_json does.
-fn syntax_at(body: &[u8], offset: usize) -> PayloadError {
-    let before = &body[..offset];
-    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-    let column = offset
-        - before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1)
-        + 1;
-    PayloadError::Syntax { line, column }
-}
-
 fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
-    let event_type = wire.event_type.ok_or(PayloadError::MissingField("type"))?;
+    let event_type = wire
+        .event_type
+        .0
+        .ok_or(PayloadError::MissingField("type"))?;
     let number_id = wire
         .number_id
+        .0
         .ok_or(PayloadError::MissingField("number_id"))?;
     if event_type != CALL_COMPLETED {
         return Ok(Event::Unknown(UnknownEvent {
@@ -295,14 +318,13 @@ fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
         }));
     }
 
-    let raw_call = wire
+    let call = wire
         .call
+        .0
         .ok_or(PayloadError::MissingField("call.call_sid"))?;
-    let call: Option<WireCall<'_>> = serde_json::from_str(raw_call.get()).ok();
-    let call = call.ok_or(PayloadError::MissingField("call.call_sid"))?;
     Ok(Event::CallCompleted(CallCompleted {
         number_id: number_id.into_owned(),
-        occurred_at: wire.occurred_at.as_deref().and_then(rfc3339),
+        occurred_at: wire.occurred_at.0.as_deref().and_then(rfc3339),
         call: Call::from_wire(call)?,
     }))
 }
@@ -375,6 +397,14 @@ mod tests {
                 r#"{"type":"call.completed","number_id":"n","occurred_at":"yesterday","call":{"call_sid":"CA1","caller":12,"duration_sec":"132","has_recording":"yes"}}"#,
             ),
             (
+                "nested and numeric shapes",
+                r#"{"type":"call.completed","number_id":"n","occurred_at":[1,{"a":null}],"call":{"call_sid":"CA1","caller":{"x":[true]},"duration_sec":-5,"has_recording":1,"has_transcript":1.5}}"#,
+            ),
+            (
+                "fractional duration",
+                r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","caller":[],"duration_sec":132.0}}"#,
+            ),
+            (
                 "unknown fields",
                 r#"{"type":"call.completed","number_id":"n","extra":{"a":[1]},"call":{"call_sid":"CA1","note":"x"}}"#,
             ),
@@ -386,6 +416,32 @@ mod tests {
             assert_eq!(event.call.duration_sec, None, "{name}");
             assert_eq!(event.occurred_at, None, "{name}");
         }
+    }
+
+    #[test]
+    fn escaped_strings_are_read() {
+        let body = r#"{"type":"call.completed","number_id":"num_\u0031\u0032","call":{"call_sid":"CA\"1","caller":"+1\/2"}}"#;
+        let event = call_completed(body);
+        assert_eq!(event.number_id, "num_12");
+        assert_eq!(event.call.call_sid, "CA\"1");
+        assert_eq!(event.call.caller.as_deref(), Some("+1/2"));
+    }
+
+    #[test]
+    fn repeated_call_fields_keep_the_last() {
+        let body = r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","duration_sec":1,"call_sid":"CA2","duration_sec":null}}"#;
+        let event = call_completed(body);
+        assert_eq!(event.call.call_sid, "CA2");
+        assert_eq!(event.call.duration_sec, None);
+    }
+
+    #[test]
+    fn wrong_shaped_booleans_and_numbers_are_absent() {
+        let body = r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","duration_sec":true,"has_recording":"true","has_transcript":false}}"#;
+        let event = call_completed(body);
+        assert_eq!(event.call.duration_sec, None);
+        assert_eq!(event.call.has_recording, None);
+        assert_eq!(event.call.has_transcript, Some(false));
     }
 
     #[test]
@@ -469,11 +525,27 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_a_syntax_error() {
-        let body = b"{\"type\":\"call.completed\",\"number_id\":\"\xff\"}";
-        assert!(matches!(
-            Event::from_slice(body),
-            Err(PayloadError::Syntax { .. })
-        ));
+        let cases: &[(&str, &[u8], PayloadError)] = &[
+            (
+                "in a field read",
+                b"{\"type\":\"call.completed\",\"number_id\":\"\xff\"}",
+                PayloadError::Syntax {
+                    line: 1,
+                    column: 39,
+                },
+            ),
+            (
+                "in a field skipped",
+                b"{\"type\":\"x\",\"number_id\":\"n\",\n \"extra\":\"\xc3\"}",
+                PayloadError::Syntax {
+                    line: 2,
+                    column: 11,
+                },
+            ),
+        ];
+        for (name, body, want) in cases {
+            assert_eq!(Event::from_slice(body).as_ref().err(), Some(want), "{name}");
+        }
     }
 
     #[test]

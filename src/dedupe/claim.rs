@@ -67,6 +67,9 @@ impl ClaimGuard {
                 (started, extended)
             };
             tokio::select! {
+                // The handler first: most finish on their first poll, and then
+                // the renewal's timer is never registered.
+                biased;
                 output = &mut handler => return Ok(output),
                 (started, extended) = renewal => match extended {
                     Ok(Ok(())) => self.expires = started + lease,

@@ -64,6 +64,8 @@ pub struct EventKey {
     number_id: Box<str>,
     event_type: Box<str>,
     call_sid: Box<str>,
+    /// Computed once: a delivery's claim and its completion both need it.
+    digest: [u8; 16],
 }
 
 impl EventKey {
@@ -73,6 +75,7 @@ impl EventKey {
             number_id: number_id.into(),
             event_type: event_type.into(),
             call_sid: call_sid.into(),
+            digest: digest_of([number_id, event_type, call_sid]),
         }
     }
 
@@ -95,16 +98,20 @@ impl EventKey {
     /// that no two distinct keys share an encoding. Stores keep this instead of
     /// the strings to stay small.
     pub fn digest(&self) -> [u8; 16] {
-        let mut hasher = Sha256::new();
-        for field in [&self.number_id, &self.event_type, &self.call_sid] {
-            hasher.update((field.len() as u64).to_be_bytes());
-            hasher.update(field.as_bytes());
-        }
-        let full = hasher.finalize();
-        let mut short = [0; 16];
-        short.copy_from_slice(&full[..16]);
-        short
+        self.digest
     }
+}
+
+fn digest_of(fields: [&str; 3]) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    for field in fields {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field.as_bytes());
+    }
+    let full = hasher.finalize();
+    let mut short = [0; 16];
+    short.copy_from_slice(&full[..16]);
+    short
 }
 
 impl fmt::Debug for EventKey {
