@@ -254,7 +254,13 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
     if body[start] != b'{' {
         return (None, Err(syntax_at(body, start)));
     }
-    let wire: WireEvent<'_> = match serde_json::from_slice(body) {
+    // serde_json checks UTF-8 only inside the strings it reads, so a field
+    // this crate skips could carry invalid bytes; the contract refuses them.
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(err) => return (None, Err(syntax_at(body, err.valid_up_to()))),
+    };
+    let wire: WireEvent<'_> = match serde_json::from_str(text) {
         Ok(wire) => wire,
         Err(err) => return (None, Err(syntax(&err))),
     };
@@ -298,6 +304,10 @@ fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
     let raw_call = wire
         .call
         .ok_or(PayloadError::MissingField("call.call_sid"))?;
+    // As at the top level, an array would be read field by field.
+    if !raw_call.get().starts_with('{') {
+        return Err(PayloadError::MissingField("call.call_sid"));
+    }
     let call: Option<WireCall<'_>> = serde_json::from_str(raw_call.get()).ok();
     let call = call.ok_or(PayloadError::MissingField("call.call_sid"))?;
     Ok(Event::CallCompleted(CallCompleted {
@@ -474,6 +484,32 @@ mod tests {
             Event::from_slice(body),
             Err(PayloadError::Syntax { .. })
         ));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_skipped_field_is_refused() {
+        let body = b"{\"note\":\"\xff\",\"type\":\"call.started\",\n\"x\":\"\xc3\"}";
+        assert_eq!(
+            Event::from_slice(&body[..]),
+            Err(PayloadError::Syntax {
+                line: 1,
+                column: 10
+            })
+        );
+        let later = b"{\"type\":\"call.started\",\n\"x\":\"\xc3\"}";
+        assert_eq!(
+            Event::from_slice(&later[..]),
+            Err(PayloadError::Syntax { line: 2, column: 6 })
+        );
+    }
+
+    #[test]
+    fn positional_call_array_is_refused() {
+        let body = br#"{"type":"call.completed","number_id":"n","call":["CA1"]}"#;
+        assert_eq!(
+            Event::from_slice(body),
+            Err(PayloadError::MissingField("call.call_sid"))
+        );
     }
 
     #[test]
