@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use kwickphone_webhooks::clock::Clock;
 use kwickphone_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, EventKey, MemoryStore};
+use kwickphone_webhooks::testing::FakeClock;
 use kwickphone_webhooks::verify::{
     self, MAX_SIGNATURE_HEADER_LEN, MAX_SIGNATURES, MAX_TIMESTAMP_DIGITS, Signatures, Timestamp,
     VerifyError,
@@ -207,24 +208,12 @@ proptest! {
     }
 }
 
-/// A clock that moves only when told, in milliseconds; clones share it.
-#[derive(Debug, Clone, Default)]
-struct ManualClock(Arc<AtomicU64>);
-
-impl ManualClock {
-    fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.now_ms())
-    }
+fn now_ms(clock: &FakeClock) -> u64 {
+    let since = clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch");
+    u64::try_from(since.as_millis()).expect("fits")
 }
 
 const LEASE_MS: u64 = 1_000;
@@ -298,8 +287,7 @@ fn play(steps: &[Step]) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime starts");
-    let clock = ManualClock::default();
-    clock.advance(NOW * 1000);
+    let clock = FakeClock::at_unix(NOW);
     let store = MemoryStore::with_clock(
         NonZeroUsize::new(16).expect("not zero"),
         Arc::new(clock.clone()),
@@ -310,9 +298,9 @@ fn play(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut holding: [Option<(usize, ClaimToken)>; TASKS] = [None; TASKS];
 
     for step in steps {
-        let now = clock.now_ms();
+        let now = now_ms(&clock);
         match *step {
-            Step::Advance { ms } => clock.advance(ms),
+            Step::Advance { ms } => clock.advance(Duration::from_millis(ms)),
             Step::Claim { task, key: k } => {
                 if holding[task].is_some() {
                     continue;
