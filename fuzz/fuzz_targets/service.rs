@@ -65,6 +65,8 @@ struct Delivery {
     headers: Vec<(HeaderChoice, Vec<u8>)>,
     chunk_sizes: Vec<u8>,
     declare_length: bool,
+    /// Anything but `POST` when set.
+    method: Option<u8>,
     handler: Handler,
 }
 
@@ -239,7 +241,19 @@ fn build(delivery: &Delivery) -> (Request<Chunked>, Expectation, String) {
     let event = Event::from_slice(&body).ok();
     let (_, all) = secrets();
 
-    let mut request = Request::post("/hooks/kp")
+    let method = match delivery.method {
+        None => http::Method::POST,
+        Some(m) => [
+            http::Method::GET,
+            http::Method::PUT,
+            http::Method::HEAD,
+            http::Method::OPTIONS,
+        ][usize::from(m) % 4]
+            .clone(),
+    };
+    let mut request = Request::builder()
+        .method(method)
+        .uri("/hooks/kp")
         .body(chunks(&body, &delivery.chunk_sizes))
         .expect("valid request");
     let headers = request.headers_mut();
@@ -321,7 +335,7 @@ fn check(
     ran: bool,
     done: &mut HashSet<String>,
 ) {
-    let allowed = [200, 400, 401, 409, 413, 415, 500];
+    let allowed = [200, 400, 401, 405, 409, 413, 415, 500];
     assert!(
         allowed.contains(&status.as_u16()),
         "status {status} is not in the table"
@@ -339,6 +353,10 @@ fn check(
         "{status} without a failing handler"
     );
 
+    if delivery.method.is_some() {
+        assert_eq!((status.as_u16(), ran), (405, false), "only POST is taken");
+        return;
+    }
     if !(expect.truly_signed && expect.clean) {
         return;
     }
