@@ -549,6 +549,32 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_in_a_skipped_field_is_refused() {
+        let body = b"{\"note\":\"\xff\",\"type\":\"call.started\",\n\"x\":\"\xc3\"}";
+        assert_eq!(
+            Event::from_slice(&body[..]),
+            Err(PayloadError::Syntax {
+                line: 1,
+                column: 10
+            })
+        );
+        let later = b"{\"type\":\"call.started\",\n\"x\":\"\xc3\"}";
+        assert_eq!(
+            Event::from_slice(&later[..]),
+            Err(PayloadError::Syntax { line: 2, column: 6 })
+        );
+    }
+
+    #[test]
+    fn positional_call_array_is_refused() {
+        let body = br#"{"type":"call.completed","number_id":"n","call":["CA1"]}"#;
+        assert_eq!(
+            Event::from_slice(body),
+            Err(PayloadError::MissingField("call.call_sid"))
+        );
+    }
+
+    #[test]
     fn byte_order_mark_is_skipped() {
         let body = format!("\u{feff}{SAMPLE}");
         assert_eq!(call_completed(&body).call.call_sid, "CA9f");

@@ -22,6 +22,29 @@
 //! verify::verify(&[secret], &timestamp, &signatures, body)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Constant time
+//!
+//! A comparison that stops at the first differing byte tells a forger, by how
+//! long the rejection took, how many leading bytes of a guess were right; the
+//! vendor's Node.js sample compares with `!==` and leaks exactly that. Here
+//! each kept digest is compared with the expected HMAC by
+//! [`subtle::ConstantTimeEq`], which looks at all 32 bytes whatever they hold,
+//! and the verdicts of all entries are combined without branching, so the
+//! time depends only on how many entries were kept, which the sender chose.
+//! The loop over a number's secrets may stop at the first that matches: that
+//! reveals which secret verified a genuine delivery, nothing about a forgery.
+//! Parsing the headers (digits, hex) works on what the sender sent and needs
+//! no care. The `timing` example measures the difference between forgeries
+//! wrong in their first and in their last byte (Welch's t, dudect-style).
+//!
+//! # Cost
+//!
+//! At most [`MAX_SIGNATURES`] entries are examined, in a header of at most
+//! [`MAX_SIGNATURE_HEADER_LEN`] bytes, so a header full of entries adds
+//! nothing but a few 32-byte compares. The cost of a request is one HMAC over
+//! the body for each secret of the number it names: about 0.7 ms per MiB per
+//! secret on a CPU with SHA extensions. The `worst_case` example measures it.
 
 use std::fmt;
 use std::time::Duration;
