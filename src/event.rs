@@ -9,14 +9,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{IgnoredAny, MapAccess};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use lenient::{Lenient, Shape};
+use wire::{WireCall, WireEvent};
 
 mod lenient;
+mod wire;
 
 /// The event type of [`CallCompleted`].
 pub const CALL_COMPLETED: &str = "call.completed";
@@ -197,66 +196,6 @@ impl fmt::Display for PayloadError {
 
 impl std::error::Error for PayloadError {}
 
-#[derive(Deserialize)]
-struct WireEvent<'a> {
-    #[serde(rename = "type", default, borrow)]
-    event_type: Lenient<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    number_id: Lenient<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    occurred_at: Lenient<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    call: Lenient<WireCall<'a>>,
-}
-
-#[derive(Default)]
-struct WireCall<'a> {
-    call_sid: Option<Cow<'a, str>>,
-    caller: Option<Cow<'a, str>>,
-    outcome: Option<Cow<'a, str>>,
-    duration_sec: Option<u64>,
-    started_at: Option<Cow<'a, str>>,
-    has_recording: Option<bool>,
-    has_transcript: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum CallField {
-    CallSid,
-    Caller,
-    Outcome,
-    DurationSec,
-    StartedAt,
-    HasRecording,
-    HasTranscript,
-    #[serde(other)]
-    Other,
-}
-
-/// Reads the `call` object field by field; when a field appears twice the
-/// last one counts, and anything but an object is read as absent.
-impl<'de: 'a, 'a> Shape<'de> for WireCall<'a> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let mut call = Self::default();
-        while let Some(field) = map.next_key::<CallField>()? {
-            match field {
-                CallField::CallSid => call.call_sid = map.next_value::<Lenient<_>>()?.0,
-                CallField::Caller => call.caller = map.next_value::<Lenient<_>>()?.0,
-                CallField::Outcome => call.outcome = map.next_value::<Lenient<_>>()?.0,
-                CallField::DurationSec => call.duration_sec = map.next_value::<Lenient<_>>()?.0,
-                CallField::StartedAt => call.started_at = map.next_value::<Lenient<_>>()?.0,
-                CallField::HasRecording => call.has_recording = map.next_value::<Lenient<_>>()?.0,
-                CallField::HasTranscript => {
-                    call.has_transcript = map.next_value::<Lenient<_>>()?.0;
-                }
-                CallField::Other => drop(map.next_value::<IgnoredAny>()?),
-            }
-        }
-        Ok(Some(call))
-    }
-}
-
 /// Parses a body once, returning the `number_id` whenever it can be read,
 /// even when the event as a whole is invalid, so that the secret lookup and
 /// the verdict on the payload come from one parse.
@@ -280,7 +219,7 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
         Ok(wire) => wire,
         Err(err) => return (None, Err(syntax(&err))),
     };
-    let number_id = wire.number_id.0.as_deref().map(str::to_owned);
+    let number_id = wire.number_id.as_deref().map(str::to_owned);
     (number_id, from_wire(wire))
 }
 
@@ -303,13 +242,9 @@ fn syntax(err: &serde_json::Error) -> PayloadError {
 }
 
 fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
-    let event_type = wire
-        .event_type
-        .0
-        .ok_or(PayloadError::MissingField("type"))?;
+    let event_type = wire.event_type.ok_or(PayloadError::MissingField("type"))?;
     let number_id = wire
         .number_id
-        .0
         .ok_or(PayloadError::MissingField("number_id"))?;
     if event_type != CALL_COMPLETED {
         return Ok(Event::Unknown(UnknownEvent {
@@ -320,11 +255,10 @@ fn from_wire(wire: WireEvent<'_>) -> Result<Event, PayloadError> {
 
     let call = wire
         .call
-        .0
         .ok_or(PayloadError::MissingField("call.call_sid"))?;
     Ok(Event::CallCompleted(CallCompleted {
         number_id: number_id.into_owned(),
-        occurred_at: wire.occurred_at.0.as_deref().and_then(rfc3339),
+        occurred_at: wire.occurred_at.as_deref().and_then(rfc3339),
         call: Call::from_wire(call)?,
     }))
 }
@@ -428,11 +362,68 @@ mod tests {
     }
 
     #[test]
-    fn repeated_call_fields_keep_the_last() {
-        let body = r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","duration_sec":1,"call_sid":"CA2","duration_sec":null}}"#;
-        let event = call_completed(body);
-        assert_eq!(event.call.call_sid, "CA2");
-        assert_eq!(event.call.duration_sec, None);
+    fn values_that_cannot_be_read_are_absent() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let cases = [
+            ("lone surrogate", r#""caller":"\ud83d""#.to_owned()),
+            ("number out of range", r#""duration_sec":1e400"#.to_owned()),
+            (
+                "negative out of range",
+                r#""duration_sec":-1e400"#.to_owned(),
+            ),
+            (
+                "nested too deep",
+                format!(r#""caller":{deep},"outcome":{deep}"#),
+            ),
+            (
+                "repeated",
+                r#""caller":"+1","caller":"+2","duration_sec":1,"duration_sec":2"#.to_owned(),
+            ),
+        ];
+        for (name, fields) in cases {
+            let body = format!(
+                r#"{{"type":"call.completed","number_id":"n","occurred_at":1e400,"call":{{"call_sid":"CA1",{fields}}}}}"#
+            );
+            let event = call_completed(&body);
+            assert_eq!(event.call.call_sid, "CA1", "{name}");
+            assert_eq!(event.call.caller, None, "{name}");
+            assert_eq!(event.call.duration_sec, None, "{name}");
+            assert_eq!(event.occurred_at, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn repeated_identity_fields_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "type",
+                r#"{"type":"call.completed","type":"call.completed","number_id":"n","call":{"call_sid":"CA1"}}"#,
+            ),
+            (
+                "number_id",
+                r#"{"type":"call.completed","number_id":"a","number_id":"b","call":{"call_sid":"CA1"}}"#,
+            ),
+            (
+                "call",
+                r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1"},"call":{"call_sid":"CA2"}}"#,
+            ),
+            (
+                "call_sid",
+                r#"{"type":"call.completed","number_id":"n","call":{"call_sid":"CA1","call_sid":"CA2"}}"#,
+            ),
+        ];
+        for (name, body) in cases {
+            let (number_id, result) = parse(body.as_bytes());
+            assert!(result.is_err(), "{name}");
+            if *name == "number_id" {
+                assert_eq!(
+                    number_id, None,
+                    "an ambiguous number must not pick a secret"
+                );
+            }
+        }
+        let (_, call_sid) = parse(cases[3].1.as_bytes());
+        assert_eq!(call_sid, Err(PayloadError::MissingField("call.call_sid")));
     }
 
     #[test]

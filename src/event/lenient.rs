@@ -1,9 +1,9 @@
 //! Reading fields leniently: a value of the wrong shape, or `null`, is read
 //! as absent instead of failing the whole event.
 //!
-//! Each field asks for one JSON shape through [`Shape`]; [`Lenient`] reads
-//! whatever value comes with `deserialize_any` and keeps it only when the
-//! shape fits. Unlike an untagged enum, nothing is buffered or copied first:
+//! Each field asks for one JSON shape through [`Shape`]; [`Lenient`] takes
+//! the value's text, reads it with `deserialize_any` and keeps it only when
+//! the shape fits. Unlike an untagged enum, nothing is buffered or copied:
 //! strings stay borrowed from the body and unwanted values are skipped.
 
 use std::borrow::Cow;
@@ -11,6 +11,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// A field value that is `None` when absent, `null` or of another shape.
 pub(super) struct Lenient<T>(pub(super) Option<T>);
@@ -62,9 +63,13 @@ impl Shape<'_> for bool {
 
 impl<'de, T: Shape<'de>> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(AnyShape(PhantomData))
-            .map(Lenient)
+        // Taking the value's text first cannot fail on what reading it might
+        // refuse (a number out of range, a lone surrogate, nesting deeper than
+        // serde_json allows), so such a value is absent rather than fatal.
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        let mut value = serde_json::Deserializer::from_str(raw.get());
+        let shaped = value.deserialize_any(AnyShape(PhantomData));
+        Ok(Lenient(shaped.ok().flatten()))
     }
 }
 
