@@ -238,6 +238,10 @@ pub enum ConfigError {
     MalformedSecretList,
     /// A duration that must be positive is zero.
     ZeroDuration(&'static str),
+    /// The retention is not longer than twice the tolerance: a replay still
+    /// inside the timestamp window could outlive the event's done-marker and
+    /// run the handler again.
+    RetentionTooShort,
     /// A dedupe store cannot be set up as configured; the text says why and
     /// never repeats the address, which may hold a password.
     InvalidStore(&'static str),
@@ -252,6 +256,9 @@ impl fmt::Display for ConfigError {
                 f.write_str("secret list entries must look like number_id=secret")
             }
             Self::ZeroDuration(name) => write!(f, "{name} must be longer than zero"),
+            Self::RetentionTooShort => {
+                f.write_str("retention must be longer than twice the tolerance")
+            }
             Self::InvalidStore(reason) => write!(f, "invalid dedupe store: {reason}"),
         }
     }

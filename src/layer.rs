@@ -181,7 +181,8 @@ impl Builder {
     /// # Errors
     ///
     /// Returns [`ConfigError::ZeroDuration`] when the lease, the retention or
-    /// the body timeout is zero.
+    /// the body timeout is zero, and [`ConfigError::RetentionTooShort`] when
+    /// the retention is not longer than twice the tolerance.
     pub fn build(self) -> Result<VerifyWebhookLayer, ConfigError> {
         let durations = [
             ("lease", self.config.lease),
@@ -190,6 +191,11 @@ impl Builder {
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::ZeroDuration(name));
+        }
+        // A request signed at t is accepted until t + tolerance, and may have
+        // been handled as early as t - tolerance.
+        if self.config.retention <= self.config.tolerance.saturating_mul(2) {
+            return Err(ConfigError::RetentionTooShort);
         }
         Ok(VerifyWebhookLayer {
             config: Arc::new(self.config),
@@ -226,6 +232,19 @@ mod tests {
             let err = builder.build().expect_err("zero is refused");
             assert_eq!(err, ConfigError::ZeroDuration(name));
         }
+    }
+
+    #[test]
+    fn retention_must_outlast_the_replay_window() {
+        let builder = || VerifyWebhookLayer::builder(secrets()).tolerance(Duration::from_secs(300));
+        let short = builder().retention(Duration::from_secs(600)).build();
+        assert_eq!(short.err(), Some(ConfigError::RetentionTooShort));
+        assert!(
+            builder()
+                .retention(Duration::from_secs(601))
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@
 //! - A forged request costs at most one HMAC over the body per secret of the
 //!   number it names, or of every number (at most
 //!   [`MAX_FALLBACK_SECRETS`](secrets::MAX_FALLBACK_SECRETS)) when it names
-//!   none: about 12 ms for a 1 MiB body in that worst case. `SECURITY.md` in
+//!   none: about 3 ms for a 1 MiB body in that worst case. `SECURITY.md` in
 //!   the repository has the threat model and the measurements.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

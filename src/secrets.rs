@@ -143,7 +143,11 @@ pub trait SecretSource: Send + Sync + fmt::Debug + 'static {
 
 /// The most secrets [`Secrets::all_secrets`] offers for a body without a
 /// readable `number_id`, which bounds the work an unsigned body can cause.
-pub const MAX_FALLBACK_SECRETS: usize = 16;
+///
+/// Such a body gains only a 400 instead of a 401 by being checked at all, so
+/// the bound is kept to the size of a small deployment with a rotation under
+/// way; beyond it such bodies are answered 401 without any HMAC.
+pub const MAX_FALLBACK_SECRETS: usize = 4;
 
 /// Per-number webhook secrets held in memory, shared and updatable at run time.
 ///
