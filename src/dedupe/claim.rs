@@ -112,9 +112,12 @@ impl ClaimGuard {
     /// Marks the event done for `retention`.
     ///
     /// The handler has run by now, so a store that cannot be reached is tried
-    /// again in the background until the lease ends: a done-marker written
-    /// late still stops the next retry, while a lapsed claim lets it run the
-    /// handler a second time.
+    /// again in the background, every tenth of the lease (250 ms at most),
+    /// until the marker is written, another delivery is found holding the
+    /// event, or the retention has passed. Stores accept the marker as
+    /// long as no other delivery claimed the event, even after the lease
+    /// lapsed, so a marker written late after an outage still stops the
+    /// retries that reach the store after it.
     ///
     /// # Errors
     ///
@@ -137,10 +140,10 @@ impl ClaimGuard {
         let store = Arc::clone(&self.store);
         let key = self.key.clone();
         let token = self.token;
-        let expires = self.expires;
-        let pause = (self.lease / 10).max(Duration::from_millis(10));
+        let pause = (self.lease / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let until = Instant::now() + retention;
         runtime.spawn(async move {
-            while Instant::now() + pause < expires {
+            while Instant::now() + pause < until {
                 sleep(pause).await;
                 let result = store.complete(&key, token, retention).await;
                 match result {
@@ -315,6 +318,28 @@ mod tests {
             .await
             .expect("completion is retried in the background");
         let key = EventKey::new("num_12", "call.completed", "CA1");
+        let again = memory.claim(&key, lease).await.expect("memory answers");
+        assert_eq!(again, Claim::Done);
+    }
+
+    #[tokio::test]
+    async fn a_done_marker_is_written_after_an_outage_longer_than_the_lease() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_millis(200);
+        let (token, asked) = claimed(&memory, "CA6", lease).await;
+        // At one try every 20 ms, the store stays down for about 4 leases.
+        let faulty = Faulty::new(&memory, 40, Extend::After(Duration::ZERO));
+        let guard = guard(faulty.clone(), "CA6", token, lease, asked);
+
+        guard
+            .complete(Duration::from_secs(60))
+            .await
+            .expect_err("the first attempt finds the store down");
+
+        timeout(Duration::from_secs(30), faulty.completed.notified())
+            .await
+            .expect("completion is retried past the lease");
+        let key = EventKey::new("num_12", "call.completed", "CA6");
         let again = memory.claim(&key, lease).await.expect("memory answers");
         assert_eq!(again, Claim::Done);
     }
