@@ -75,7 +75,9 @@ impl ClaimGuard {
                 ));
             }
             let renewal = async {
-                sleep_until(due).await;
+                // A retry due after the cut-off must not let the handler
+                // run past it.
+                sleep_until(due.min(cut_off)).await;
                 let started = Instant::now();
                 let extend = self.store.extend(&self.key, self.token, self.lease);
                 (started, timeout_at(cut_off, extend).await)
