@@ -59,9 +59,11 @@ pub(crate) struct Settings {
     pub(crate) seed: u64,
     /// The layer's lease; slow handler runs take one and a half of it.
     pub(crate) lease: Duration,
-    /// The vendor's first retry delay, doubled on each further attempt. The
-    /// whole schedule, 7.5 to 11 s with its jitter, outlasts the outage and
-    /// the stalls it must ride out, as the vendor's real one of hours does.
+    /// The vendor's first retry delay, doubled on each further attempt. As
+    /// the vendor's real schedule of hours does, the last gap (8 to 12 s)
+    /// outlasts the lease, so that a claim left behind by a lost answer or
+    /// a failed release lapses while the vendor still retries, and the whole
+    /// schedule outlasts the outage and the slow handler runs.
     pub(crate) backoff: Duration,
     /// Time between the first deliveries of two consecutive events. At this
     /// pace the example, vendor included, needs about a fifth of a core in a
@@ -83,7 +85,7 @@ impl Settings {
             replicas: 3,
             seed: 0x6b77_6963_6b70_686f,
             lease: Duration::from_secs(6),
-            backoff: Duration::from_millis(500),
+            backoff: Duration::from_secs(1),
             spacing: Duration::from_millis(20),
             crash_at: Duration::from_secs(10),
             down_for: Duration::from_millis(300),
