@@ -151,7 +151,9 @@ impl Builder {
 
     /// Sets the lease of a claim. The layer extends it while the handler runs,
     /// so it bounds how long a crashed process blocks an event, not how long a
-    /// handler may take.
+    /// handler may take. A third of it is the longest store outage or stall
+    /// of the process that deduplication rides out without risking a second
+    /// run of an event, so keep it well above those.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease;
         self

@@ -209,8 +209,8 @@ async fn claim_protocol_on_a_real_redis() {
         assert_eq!(claim, want_claim, "{name}");
     }
 
-    let lost = store.complete(&key("CA1"), first, RETENTION).await;
-    assert_eq!(lost.map_err(|e| e.kind()), Err(StoreErrorKind::ClaimLost));
+    let again = store.complete(&key("CA1"), first, RETENTION).await;
+    assert_eq!(again.map_err(|e| e.kind()), Ok(()), "done is done");
     store.release(&key("CA2"), other).await.expect("up");
     let again = store.claim(&key("CA2"), lease).await.expect("up");
     assert!(matches!(again, Claim::First(_)), "{again:?}");
@@ -267,28 +267,45 @@ async fn keys_hold_only_the_prefix_digest_and_state() {
 }
 
 #[tokio::test]
-async fn an_expired_lease_cannot_be_extended_or_completed() {
+async fn an_expired_lease_is_not_extended_but_its_event_is_still_marked_done() {
     let redis = start_redis();
     let store = store(&redis);
     let lease = Duration::from_millis(100);
-    let Claim::First(token) = store.claim(&key("CA1"), lease).await.expect("up") else {
-        panic!("a new key is claimed");
-    };
+    let mut tokens = Vec::new();
+    for call_sid in ["CA1", "CA2"] {
+        let Claim::First(token) = store.claim(&key(call_sid), lease).await.expect("up") else {
+            panic!("a new key is claimed");
+        };
+        tokens.push(token);
+    }
 
     sleep(lease * 3).await;
+    let taken = store.claim(&key("CA2"), Duration::from_secs(30)).await;
 
-    let extended = store.extend(&key("CA1"), token, lease).await;
+    let extended = store.extend(&key("CA1"), tokens[0], lease).await;
     assert_eq!(
         extended.map_err(|e| e.kind()),
         Err(StoreErrorKind::ClaimLost)
     );
-    let completed = store.complete(&key("CA1"), token, RETENTION).await;
-    assert_eq!(
-        completed.map_err(|e| e.kind()),
-        Err(StoreErrorKind::ClaimLost)
-    );
+    let cases = [
+        ("lapsed, free", "CA1", tokens[0], Ok(())),
+        ("done already", "CA1", tokens[0], Ok(())),
+        (
+            "taken again",
+            "CA2",
+            tokens[1],
+            Err(StoreErrorKind::ClaimLost),
+        ),
+    ];
+    for (name, call_sid, token, expected) in cases {
+        let completed = store.complete(&key(call_sid), token, RETENTION).await;
+        assert_eq!(completed.map_err(|e| e.kind()), expected, "{name}");
+    }
+    assert!(matches!(taken, Ok(Claim::First(_))), "{taken:?}");
     let next = store.claim(&key("CA1"), lease).await.expect("up");
-    assert!(matches!(next, Claim::First(_)), "{next:?}");
+    assert_eq!(next, Claim::Done);
+    let still = store.claim(&key("CA2"), lease).await.expect("up");
+    assert_eq!(still, Claim::InFlight, "the new claim stands");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 use super::{ClaimToken, DedupeStore, EventKey, StoreError};
 use crate::error::StoreErrorKind;
@@ -47,24 +47,40 @@ impl ClaimGuard {
     /// Runs `handler` to completion while extending the lease every third of
     /// it.
     ///
+    /// The schedule follows the lease, not the handler: the first extension
+    /// is due a third of the lease after the claim was asked for, so a claim
+    /// that was answered late is extended at once. The handler is cut off,
+    /// or never started, once less than a third of the lease is left without
+    /// a successful extension. That third is the margin for what follows the
+    /// handler (the done-marker or the release) and for a process that is
+    /// slow to run its timers.
+    ///
     /// # Errors
     ///
     /// Returns a [`StoreError`], after dropping `handler`, when the claim was
-    /// lost or could not be extended before less than a third of the lease
-    /// was left: running on would risk a second delivery running the same
-    /// event.
+    /// lost or could not be extended before the cut-off: running on would
+    /// risk a second delivery running the same event.
     pub(crate) async fn hold<F: Future>(&mut self, handler: F) -> Result<F::Output, StoreError> {
-        let lease = self.lease;
-        let period = lease / 3;
+        let third = self.lease / 3;
+        // A failed extension is tried again a few times before the cut-off.
+        let pause = (third / 4).max(Duration::from_millis(1));
+        let mut due = self.since_start(third);
         tokio::pin!(handler);
 
         loop {
+            let cut_off = self.cut_off();
+            if Instant::now() >= cut_off {
+                return Err(StoreError::unavailable(
+                    "lease could not be extended in time",
+                ));
+            }
             let renewal = async {
-                sleep(period).await;
+                // A retry due after the cut-off must not let the handler
+                // run past it.
+                sleep_until(due.min(cut_off)).await;
                 let started = Instant::now();
-                let extended =
-                    timeout(period / 2, self.store.extend(&self.key, self.token, lease)).await;
-                (started, extended)
+                let extend = self.store.extend(&self.key, self.token, self.lease);
+                (started, timeout_at(cut_off, extend).await)
             };
             tokio::select! {
                 // The handler first: most finish on their first poll, and then
@@ -72,24 +88,41 @@ impl ClaimGuard {
                 biased;
                 output = &mut handler => return Ok(output),
                 (started, extended) = renewal => match extended {
-                    Ok(Ok(())) => self.expires = started + lease,
-                    Ok(Err(err)) if err.kind() == StoreErrorKind::ClaimLost => return Err(err),
-                    Ok(Err(err)) if self.expires - Instant::now() <= period => return Err(err),
-                    Err(_) if self.expires - Instant::now() <= period => {
-                        return Err(StoreError::unavailable("lease extension timed out"));
+                    Ok(Ok(())) => {
+                        self.expires = started + self.lease;
+                        due = started + third;
                     }
-                    Ok(Err(_)) | Err(_) => {}
+                    Ok(Err(err)) if err.kind() == StoreErrorKind::ClaimLost => return Err(err),
+                    Ok(Err(_)) => due = Instant::now() + pause,
+                    Err(_) => return Err(StoreError::unavailable("lease extension timed out")),
                 },
             }
         }
     }
 
+    /// Returns when `span` of the current lease has passed.
+    fn since_start(&self, span: Duration) -> Instant {
+        let started = self
+            .expires
+            .checked_sub(self.lease)
+            .unwrap_or_else(Instant::now);
+        started + span
+    }
+
+    /// Returns when less than a third of the current lease is left.
+    fn cut_off(&self) -> Instant {
+        self.since_start(self.lease - self.lease / 3)
+    }
+
     /// Marks the event done for `retention`.
     ///
     /// The handler has run by now, so a store that cannot be reached is tried
-    /// again in the background until the lease ends: a done-marker written
-    /// late still stops the next retry, while a lapsed claim lets it run the
-    /// handler a second time.
+    /// again in the background, every tenth of the lease (250 ms at most),
+    /// until the marker is written, another delivery is found holding the
+    /// event, or the retention has passed. Stores accept the marker as
+    /// long as no other delivery claimed the event, even after the lease
+    /// lapsed, so a marker written late after an outage still stops the
+    /// retries that reach the store after it.
     ///
     /// # Errors
     ///
@@ -112,10 +145,10 @@ impl ClaimGuard {
         let store = Arc::clone(&self.store);
         let key = self.key.clone();
         let token = self.token;
-        let expires = self.expires;
-        let pause = (self.lease / 10).max(Duration::from_millis(10));
+        let pause = (self.lease / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let until = Instant::now() + retention;
         runtime.spawn(async move {
-            while Instant::now() + pause < expires {
+            while Instant::now() + pause < until {
                 sleep(pause).await;
                 let result = store.complete(&key, token, retention).await;
                 match result {
@@ -157,22 +190,45 @@ impl Drop for ClaimGuard {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use tokio::sync::Notify;
+    use tokio::time::timeout;
 
     use super::*;
     use crate::dedupe::{BoxFuture, Claim, MemoryStore};
 
-    /// A memory store whose first `failures` completions find it unreachable.
+    /// How a [`Faulty`] store answers extensions.
+    #[derive(Debug, Clone, Copy)]
+    enum Extend {
+        /// As the memory store does, after a pause.
+        After(Duration),
+        /// Never: the request hangs, as towards a stalled Redis.
+        Never,
+    }
+
+    /// A memory store whose first `failures` completions find it
+    /// unreachable, and whose extensions answer as `extend` says.
     #[derive(Debug)]
-    struct Flaky {
+    struct Faulty {
         inner: MemoryStore,
         failures: AtomicU32,
         completed: Notify,
+        extend: Extend,
     }
 
-    impl DedupeStore for Flaky {
+    impl Faulty {
+        fn new(inner: &MemoryStore, failures: u32, extend: Extend) -> Arc<Self> {
+            Arc::new(Self {
+                inner: inner.clone(),
+                failures: AtomicU32::new(failures),
+                completed: Notify::new(),
+                extend,
+            })
+        }
+    }
+
+    impl DedupeStore for Faulty {
         fn claim<'a>(
             &'a self,
             key: &'a EventKey,
@@ -187,7 +243,13 @@ mod tests {
             token: ClaimToken,
             lease: Duration,
         ) -> BoxFuture<'a, Result<(), StoreError>> {
-            self.inner.extend(key, token, lease)
+            Box::pin(async move {
+                match self.extend {
+                    Extend::After(pause) => sleep(pause).await,
+                    Extend::Never => std::future::pending().await,
+                }
+                self.inner.extend(key, token, lease).await
+            })
         }
 
         fn complete<'a>(
@@ -217,21 +279,39 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_done_marker_missed_while_the_store_is_down_is_written_later() {
-        let memory = MemoryStore::default();
-        let flaky = Arc::new(Flaky {
-            inner: memory.clone(),
-            failures: AtomicU32::new(2),
-            completed: Notify::new(),
-        });
-        let key = EventKey::new("num_12", "call.completed", "CA1");
-        let lease = Duration::from_secs(5);
+    /// Claims `call_sid` in `memory` and returns its token and when the
+    /// claim was asked for.
+    async fn claimed(
+        memory: &MemoryStore,
+        call_sid: &str,
+        lease: Duration,
+    ) -> (ClaimToken, Instant) {
+        let asked = Instant::now();
+        let key = EventKey::new("num_12", "call.completed", call_sid);
         let Ok(Claim::First(token)) = memory.claim(&key, lease).await else {
             panic!("a fresh key is claimed");
         };
-        let store: Arc<dyn DedupeStore> = flaky.clone();
-        let guard = ClaimGuard::new(store, key.clone(), token, lease, Instant::now() + lease);
+        (token, asked)
+    }
+
+    fn guard(
+        store: Arc<Faulty>,
+        call_sid: &str,
+        token: ClaimToken,
+        lease: Duration,
+        asked: Instant,
+    ) -> ClaimGuard {
+        let key = EventKey::new("num_12", "call.completed", call_sid);
+        ClaimGuard::new(store, key, token, lease, asked + lease)
+    }
+
+    #[tokio::test]
+    async fn a_done_marker_missed_while_the_store_is_down_is_written_later() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_secs(5);
+        let (token, asked) = claimed(&memory, "CA1", lease).await;
+        let faulty = Faulty::new(&memory, 2, Extend::After(Duration::ZERO));
+        let guard = guard(faulty.clone(), "CA1", token, lease, asked);
 
         let err = guard
             .complete(Duration::from_secs(60))
@@ -239,9 +319,32 @@ mod tests {
             .expect_err("the first attempt finds the store down");
 
         assert_eq!(err.kind(), StoreErrorKind::Unavailable);
-        timeout(Duration::from_secs(30), flaky.completed.notified())
+        timeout(Duration::from_secs(30), faulty.completed.notified())
             .await
             .expect("completion is retried in the background");
+        let key = EventKey::new("num_12", "call.completed", "CA1");
+        let again = memory.claim(&key, lease).await.expect("memory answers");
+        assert_eq!(again, Claim::Done);
+    }
+
+    #[tokio::test]
+    async fn a_done_marker_is_written_after_an_outage_longer_than_the_lease() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_millis(200);
+        let (token, asked) = claimed(&memory, "CA6", lease).await;
+        // At one try every 20 ms, the store stays down for about 4 leases.
+        let faulty = Faulty::new(&memory, 40, Extend::After(Duration::ZERO));
+        let guard = guard(faulty.clone(), "CA6", token, lease, asked);
+
+        guard
+            .complete(Duration::from_secs(60))
+            .await
+            .expect_err("the first attempt finds the store down");
+
+        timeout(Duration::from_secs(30), faulty.completed.notified())
+            .await
+            .expect("completion is retried past the lease");
+        let key = EventKey::new("num_12", "call.completed", "CA6");
         let again = memory.claim(&key, lease).await.expect("memory answers");
         assert_eq!(again, Claim::Done);
     }
@@ -249,13 +352,11 @@ mod tests {
     #[tokio::test]
     async fn a_slow_handler_keeps_its_claim() {
         let memory = MemoryStore::default();
-        let key = EventKey::new("num_12", "call.completed", "CA2");
         let lease = Duration::from_millis(600);
-        let Ok(Claim::First(token)) = memory.claim(&key, lease).await else {
-            panic!("a fresh key is claimed");
-        };
-        let store: Arc<dyn DedupeStore> = Arc::new(memory.clone());
-        let mut guard = ClaimGuard::new(store, key.clone(), token, lease, Instant::now() + lease);
+        let (token, asked) = claimed(&memory, "CA2", lease).await;
+        let faulty = Faulty::new(&memory, 0, Extend::After(Duration::ZERO));
+        let mut guard = guard(faulty, "CA2", token, lease, asked);
+        let key = EventKey::new("num_12", "call.completed", "CA2");
         let probe = async {
             sleep(lease * 3).await;
             memory.claim(&key, lease).await.expect("memory answers")
@@ -264,6 +365,73 @@ mod tests {
         let seen = guard.hold(probe).await.expect("the lease is extended");
 
         assert_eq!(seen, Claim::InFlight);
+        guard.release().await.expect("released");
+    }
+
+    #[tokio::test]
+    async fn a_claim_answered_late_is_extended_before_it_lapses() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_secs(3);
+        let (token, asked) = claimed(&memory, "CA3", lease).await;
+        // The answer took more than a third of the lease, and an extension
+        // takes more than a sixth of it.
+        sleep(lease * 2 / 5).await;
+        let faulty = Faulty::new(&memory, 0, Extend::After(lease * 9 / 50));
+        let mut guard = guard(faulty, "CA3", token, lease, asked);
+        let key = EventKey::new("num_12", "call.completed", "CA3");
+        let probe = async {
+            sleep_until(asked + lease * 11 / 10).await;
+            memory.claim(&key, lease).await.expect("memory answers")
+        };
+
+        let seen = guard.hold(probe).await.expect("the lease is extended");
+
+        assert_eq!(seen, Claim::InFlight, "the first lease did not lapse");
+        guard.release().await.expect("released");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_extension_cuts_the_handler_off_while_the_claim_holds() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_millis(1500);
+        let (token, asked) = claimed(&memory, "CA4", lease).await;
+        let faulty = Faulty::new(&memory, 0, Extend::Never);
+        let mut guard = guard(faulty, "CA4", token, lease, asked);
+        let finished = AtomicBool::new(false);
+        let handler = async {
+            sleep(lease * 2).await;
+            finished.store(true, Ordering::SeqCst);
+        };
+
+        let err = guard
+            .hold(handler)
+            .await
+            .expect_err("the handler is cut off");
+
+        let key = EventKey::new("num_12", "call.completed", "CA4");
+        let seen = memory.claim(&key, lease).await.expect("memory answers");
+        assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+        assert_eq!(seen, Claim::InFlight, "cut off before the lease lapsed");
+        assert!(!finished.load(Ordering::SeqCst));
+        guard.release().await.expect("released");
+    }
+
+    #[tokio::test]
+    async fn a_handler_is_not_started_past_the_cut_off() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_millis(900);
+        let (token, asked) = claimed(&memory, "CA5", lease).await;
+        sleep(lease * 3 / 4).await;
+        let faulty = Faulty::new(&memory, 0, Extend::After(Duration::ZERO));
+        let mut guard = guard(faulty, "CA5", token, lease, asked);
+        let started = AtomicBool::new(false);
+
+        let outcome = guard
+            .hold(async { started.store(true, Ordering::SeqCst) })
+            .await;
+
+        assert!(outcome.is_err(), "the claim came too late to run on");
+        assert!(!started.load(Ordering::SeqCst));
         guard.release().await.expect("released");
     }
 }

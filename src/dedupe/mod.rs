@@ -15,9 +15,12 @@
 //!
 //! A claim is a lease. While the handler runs, the layer extends the lease
 //! every third of its length, so a slow handler never loses its claim to a
-//! retry; if the store cannot extend it, the handler is cut off before the
-//! lease ends and the delivery is answered 503. A process that dies mid-way
-//! stops extending, so its claim lapses and a later retry is processed.
+//! retry; if the store cannot extend it, the handler is cut off while a
+//! third of the lease is still left, and the delivery is answered 503. A
+//! process that dies mid-way stops extending, so its claim lapses and a later
+//! retry is processed. The guarantee holds while store outages and stalls of
+//! the process stay under a third of the lease; the docs of `RedisStore`
+//! (feature `redis`) say what lies beyond.
 
 mod claim;
 mod memory;
@@ -212,9 +215,13 @@ pub trait DedupeStore: Send + Sync + fmt::Debug + 'static {
 
     /// Turns a held claim into a done-marker kept for `retention`.
     ///
+    /// The handler has run when this is called, so a store should also mark
+    /// the event done when the claim lapsed and no other delivery claimed the
+    /// event since, and answer `Ok` when it is done already.
+    ///
     /// # Errors
     ///
-    /// Returns [`StoreErrorKind::ClaimLost`] when `token` no longer holds the
+    /// Returns [`StoreErrorKind::ClaimLost`] when another delivery holds the
     /// claim, or [`StoreErrorKind::Unavailable`].
     fn complete<'a>(
         &'a self,

@@ -30,9 +30,16 @@ end
 return 0
 ";
 
-/// Turns a claim still held by the caller into a done-marker. Answers 1 or 0.
+/// Turns the caller's claim into a done-marker, also when the claim expired
+/// and no other delivery took the event since (the key is gone): the
+/// handler ran either way. Answers 1 when the event is done, 0 when another
+/// delivery holds it.
 const COMPLETE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.call('GET', KEYS[1])
+if held == 'done' then
+    return 1
+end
+if held == ARGV[1] or not held then
     redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
     return 1
 end
@@ -60,9 +67,26 @@ return 0
 /// # Long handlers and crashed replicas
 ///
 /// The layer extends a held claim every third of its lease while the handler
-/// runs, so a slow handler keeps its claim however long it takes. A replica
-/// that dies stops extending: its claim expires after at most one lease and
-/// the vendor's next retry is processed by another replica.
+/// runs, so a slow handler keeps its claim however long it takes. When no
+/// extension has succeeded by the time less than a third of the lease is
+/// left, the handler is cut off (or not started, for a claim answered that
+/// late) and the delivery is answered 503. A replica that dies stops
+/// extending: its claim expires after at most one lease and the vendor's
+/// next retry is processed by another replica.
+///
+/// # What the guarantee depends on
+///
+/// No event's effect runs twice as long as neither a Redis outage nor a
+/// stall of the receiving process (a starved CPU, a paused VM, a blocked
+/// runtime) lasts a third of the lease. Past that, a claim can lapse while
+/// its handler still runs or before its done-marker is written, and a retry
+/// that reaches Redis in that gap runs the handler again. The layer narrows
+/// the gap, since a handler that finished is marked done as soon as Redis
+/// answers again if no other delivery claimed the event meanwhile, but it
+/// cannot close it. So keep the lease at least three times the longest
+/// outage or stall to be ridden out (the default 30 s covers a Redis restart
+/// and a heavily loaded machine), and the store's timeout well under a
+/// third of the lease, since a claim answered late uses up its lease.
 ///
 /// # When Redis is unreachable
 ///
@@ -71,12 +95,6 @@ return 0
 /// answered 503 `dedupe_unavailable` and the handler does not run. The store
 /// reconnects by itself on the next operation, so deliveries succeed again as
 /// soon as Redis is back, without a restart of the application.
-///
-/// A handler that finishes while Redis is down cannot mark its event done at
-/// once; the layer keeps trying until the claim's lease ends. An outage
-/// longer than that lets a later retry run the event again, so keep the
-/// lease well above the time Redis takes to come back (the default 30 s
-/// does for a restart).
 ///
 /// # What Redis must keep
 ///
