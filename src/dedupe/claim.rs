@@ -3,8 +3,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 use super::{ClaimToken, DedupeStore, EventKey, StoreError};
@@ -20,7 +22,7 @@ pub(crate) struct ClaimGuard {
     key: EventKey,
     token: ClaimToken,
     lease: Duration,
-    /// When the lease ends unless extended; kept by [`hold`](Self::hold).
+    /// When the lease ends unless extended, as answered to the claim.
     expires: Instant,
     settled: bool,
 }
@@ -55,63 +57,50 @@ impl ClaimGuard {
     /// handler (the done-marker or the release) and for a process that is
     /// slow to run its timers.
     ///
+    /// The extensions run in a task of their own, started only if the handler
+    /// does not finish on its first poll: a handler that blocks its thread
+    /// (a synchronous write to a stalled pipe, say) then cannot stop them on
+    /// a runtime with other worker threads, and its claim is not lost while
+    /// it still runs.
+    ///
     /// # Errors
     ///
     /// Returns a [`StoreError`], after dropping `handler`, when the claim was
     /// lost or could not be extended before the cut-off: running on would
     /// risk a second delivery running the same event.
     pub(crate) async fn hold<F: Future>(&mut self, handler: F) -> Result<F::Output, StoreError> {
-        let third = self.lease / 3;
-        // A failed extension is tried again a few times before the cut-off.
-        let pause = (third / 4).max(Duration::from_millis(1));
-        let mut due = self.since_start(third);
+        if Instant::now() >= self.cut_off() {
+            return Err(StoreError::unavailable(
+                "lease could not be extended in time",
+            ));
+        }
         tokio::pin!(handler);
+        let first = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await;
+        if let Poll::Ready(output) = first {
+            return Ok(output);
+        }
 
-        loop {
-            let cut_off = self.cut_off();
-            if Instant::now() >= cut_off {
-                return Err(StoreError::unavailable(
-                    "lease could not be extended in time",
-                ));
-            }
-            let renewal = async {
-                // A retry due after the cut-off must not let the handler
-                // run past it.
-                sleep_until(due.min(cut_off)).await;
-                let started = Instant::now();
-                let extend = self.store.extend(&self.key, self.token, self.lease);
-                (started, timeout_at(cut_off, extend).await)
-            };
-            tokio::select! {
-                // The handler first: most finish on their first poll, and then
-                // the renewal's timer is never registered.
-                biased;
-                output = &mut handler => return Ok(output),
-                (started, extended) = renewal => match extended {
-                    Ok(Ok(())) => {
-                        self.expires = started + self.lease;
-                        due = started + third;
-                    }
-                    Ok(Err(err)) if err.kind() == StoreErrorKind::ClaimLost => return Err(err),
-                    Ok(Err(_)) => due = Instant::now() + pause,
-                    Err(_) => return Err(StoreError::unavailable("lease extension timed out")),
-                },
+        let renewal = Renewal {
+            store: Arc::clone(&self.store),
+            key: self.key.clone(),
+            token: self.token,
+            lease: self.lease,
+            expires: self.expires,
+        };
+        let mut renewing = tokio::spawn(renewal.run());
+        let _stop = AbortOnDrop(renewing.abort_handle());
+        tokio::select! {
+            biased;
+            output = &mut handler => Ok(output),
+            lost = &mut renewing => {
+                Err(lost.unwrap_or_else(|_| StoreError::unavailable("lease renewal stopped")))
             }
         }
     }
 
-    /// Returns when `span` of the current lease has passed.
-    fn since_start(&self, span: Duration) -> Instant {
-        let started = self
-            .expires
-            .checked_sub(self.lease)
-            .unwrap_or_else(Instant::now);
-        started + span
-    }
-
     /// Returns when less than a third of the current lease is left.
     fn cut_off(&self) -> Instant {
-        self.since_start(self.lease - self.lease / 3)
+        cut_off(self.expires, self.lease)
     }
 
     /// Marks the event done for `retention`.
@@ -167,6 +156,65 @@ impl ClaimGuard {
     pub(crate) async fn release(mut self) -> Result<(), StoreError> {
         self.settled = true;
         self.store.release(&self.key, self.token).await
+    }
+}
+
+/// Returns when less than a third of the lease ending at `expires` is left.
+fn cut_off(expires: Instant, lease: Duration) -> Instant {
+    let started = expires.checked_sub(lease).unwrap_or_else(Instant::now);
+    started + (lease - lease / 3)
+}
+
+/// The extensions of one claim's lease, run beside its handler.
+struct Renewal {
+    store: Arc<dyn DedupeStore>,
+    key: EventKey,
+    token: ClaimToken,
+    lease: Duration,
+    /// When the lease ends unless extended.
+    expires: Instant,
+}
+
+impl Renewal {
+    /// Extends the lease every third of it, until the claim is lost or an
+    /// extension cannot be had before the cut-off; returns why it stopped.
+    async fn run(mut self) -> StoreError {
+        let third = self.lease / 3;
+        // A failed extension is tried again a few times before the cut-off.
+        let pause = (third / 4).max(Duration::from_millis(1));
+        let mut due = self
+            .expires
+            .checked_sub(self.lease)
+            .unwrap_or_else(Instant::now)
+            + third;
+        loop {
+            let cut_off = cut_off(self.expires, self.lease);
+            if Instant::now() >= cut_off {
+                return StoreError::unavailable("lease could not be extended in time");
+            }
+            // A retry due after the cut-off must not let the handler run past it.
+            sleep_until(due.min(cut_off)).await;
+            let started = Instant::now();
+            let extend = self.store.extend(&self.key, self.token, self.lease);
+            match timeout_at(cut_off, extend).await {
+                Ok(Ok(())) => {
+                    self.expires = started + self.lease;
+                    due = started + third;
+                }
+                Ok(Err(err)) if err.kind() == StoreErrorKind::ClaimLost => return err,
+                Ok(Err(_)) => due = Instant::now() + pause,
+                Err(_) => return StoreError::unavailable("lease extension timed out"),
+            }
+        }
+    }
+}
+
+/// Stops the renewal task once the handler is done or dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -432,6 +480,28 @@ mod tests {
 
         assert!(outcome.is_err(), "the claim came too late to run on");
         assert!(!started.load(Ordering::SeqCst));
+        guard.release().await.expect("released");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_blocking_its_thread_keeps_its_claim() {
+        let memory = MemoryStore::default();
+        let lease = Duration::from_millis(900);
+        let (token, asked) = claimed(&memory, "CA6", lease).await;
+        let faulty = Faulty::new(&memory, 0, Extend::After(Duration::ZERO));
+        let mut guard = guard(faulty, "CA6", token, lease, asked);
+        let blocking = async {
+            tokio::task::yield_now().await;
+            // Holds this worker thread well past the lease, as a synchronous
+            // write to a stalled pipe would.
+            std::thread::sleep(lease * 2);
+        };
+
+        guard.hold(blocking).await.expect("the handler ran to the end");
+
+        let key = EventKey::new("num_12", "call.completed", "CA6");
+        let seen = memory.claim(&key, lease).await.expect("memory answers");
+        assert_eq!(seen, Claim::InFlight, "the lease was extended meanwhile");
         guard.release().await.expect("released");
     }
 }
