@@ -497,7 +497,10 @@ mod tests {
             std::thread::sleep(lease * 2);
         };
 
-        guard.hold(blocking).await.expect("the handler ran to the end");
+        guard
+            .hold(blocking)
+            .await
+            .expect("the handler ran to the end");
 
         let key = EventKey::new("num_12", "call.completed", "CA6");
         let seen = memory.claim(&key, lease).await.expect("memory answers");
