@@ -1,8 +1,9 @@
 //! The event parser against a plain re-statement of the contract: the body is
-//! UTF-8 JSON, an object; `type` and `number_id` are strings; for
-//! `call.completed`, `call` is an object whose `call_sid` is a string. Known
-//! fields must hold valid JSON and appear once; a value of the wrong shape
-//! reads as absent; unknown fields are skipped.
+//! UTF-8 JSON, an object; `type` and `number_id` appear once and are strings;
+//! for `call.completed`, `call` appears once and is an object whose
+//! `call_sid` appears once and is a string. Any other field, known or not,
+//! may be absent, repeated, of the wrong shape or unreadable: it never
+//! decides whether the event is accepted.
 //!
 //! Input: the raw body.
 
@@ -16,19 +17,6 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// Top-level fields read as values; `call` is kept raw until the type is
-/// known, so only its uniqueness is checked there.
-const EVENT_FIELDS: [&str; 3] = ["type", "number_id", "occurred_at"];
-const CALL_FIELDS: [&str; 7] = [
-    "call_sid",
-    "caller",
-    "outcome",
-    "duration_sec",
-    "started_at",
-    "has_recording",
-    "has_transcript",
-];
 
 /// A JSON object's entries in order, duplicates kept.
 struct Pairs<'a>(Vec<(String, &'a RawValue)>);
@@ -53,20 +41,19 @@ impl<'de> Deserialize<'de> for Pairs<'de> {
     }
 }
 
-/// Returns the known fields, each once and holding valid JSON, or `None`.
-fn known<'a>(pairs: &Pairs<'a>, fields: &[&str]) -> Option<Vec<(String, Value)>> {
-    let mut found: Vec<(String, Value)> = Vec::new();
-    for (name, raw) in pairs.0.iter().filter(|(n, _)| fields.contains(&n.as_str())) {
-        if found.iter().any(|(n, _)| n == name) {
-            return None;
-        }
-        found.push((name.clone(), serde_json::from_str(raw.get()).ok()?));
+impl<'a> Pairs<'a> {
+    /// Returns the one value of `name`: `None` when it is repeated,
+    /// `Some(None)` when it is absent.
+    fn once(&self, name: &str) -> Option<Option<&'a RawValue>> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| *v);
+        let first = values.next();
+        values.next().is_none().then_some(first)
     }
-    Some(found)
 }
 
-fn string(fields: &[(String, Value)], name: &str) -> Option<String> {
-    let (_, value) = fields.iter().find(|(n, _)| n == name)?;
+/// Returns the value as a string, if it is one and can be read.
+fn string(raw: &RawValue) -> Option<String> {
+    let value: Value = serde_json::from_str(raw.get()).ok()?;
     value.as_str().map(str::to_owned)
 }
 
@@ -74,19 +61,15 @@ fn acceptable(body: &[u8]) -> Option<(String, String, Option<String>)> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).ok()?;
     let top: Pairs<'_> = serde_json::from_str(text).ok()?;
-    let fields = known(&top, &EVENT_FIELDS)?;
-    if top.0.iter().filter(|(n, _)| n == "call").count() > 1 {
-        return None;
-    }
-    let event_type = string(&fields, "type")?;
-    let number_id = string(&fields, "number_id")?;
+    let event_type = string(top.once("type")??)?;
+    let number_id = string(top.once("number_id")??)?;
+    let raw_call = top.once("call")?;
     if event_type != CALL_COMPLETED {
         return Some((event_type, number_id, None));
     }
 
-    let (_, raw_call) = top.0.iter().find(|(n, _)| n == "call")?;
-    let call: Pairs<'_> = serde_json::from_str(raw_call.get()).ok()?;
-    let call_sid = string(&known(&call, &CALL_FIELDS)?, "call_sid")?;
+    let call: Pairs<'_> = serde_json::from_str(raw_call?.get()).ok()?;
+    let call_sid = string(call.once("call_sid")??)?;
     Some((event_type, number_id, Some(call_sid)))
 }
 
