@@ -18,6 +18,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use kwickphone_webhooks::{CallCompleted, ConfigError, Secret, Secrets, VerifyWebhookLayer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -37,6 +38,17 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// an idle keep-alive connection stays open. The layer's body timeout starts
 /// only once the headers are in; this closes the gap before it.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long any connection may stay open. The vendor sends one small request
+/// and waits for the answer; a client that never reads its answers would
+/// otherwise hold its connection for ever.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// How many connections are served at once. Each may buffer a body up to the
+/// layer's limit before its signature is checked, so this bounds that
+/// memory (here 256 MiB) and keeps file descriptors for new deliveries;
+/// further clients wait in the listen queue.
+const MAX_CONNECTIONS: usize = 256;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -82,10 +94,15 @@ fn secrets_from_env() -> Result<Secrets, String> {
     Err("set KWICKPHONE_WEBHOOK_SECRETS=num_12=whsec_...,... or KWICKPHONE_WEBHOOK_SECRET".into())
 }
 
-/// Serves HTTP/1 connections, closing those that are too slow to send their
-/// headers or that sit idle.
+/// Serves HTTP/1 connections, at most [`MAX_CONNECTIONS`] at once, closing
+/// those that are too slow to send their headers, sit idle or outlive
+/// [`CONNECTION_LIFETIME`].
 async fn serve(listener: TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
@@ -101,9 +118,9 @@ async fn serve(listener: TcpListener, app: Router) {
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
         });
     }
 }

@@ -26,13 +26,28 @@ mod enabled {
     pub(crate) fn rejected(kind: RejectionKind, f: &Fields<'_>) {
         tracing::debug!(
             target: TARGET,
-            number_id = f.number_id,
+            number_id = f.number_id.map(unverified),
             body_len = f.body_len,
             skew_secs = f.skew_secs,
             reason = kind.code(),
             status = kind.status().as_u16(),
             "webhook rejected"
         );
+    }
+
+    /// Cuts a value read from an unverified body to a length worth logging:
+    /// anyone can send a rejected request, and its bytes should not reach
+    /// the log one for one.
+    pub(super) fn unverified(value: &str) -> &str {
+        const MAX: usize = 64;
+        if value.len() <= MAX {
+            return value;
+        }
+        let end = (0..=MAX)
+            .rev()
+            .find(|&i| value.is_char_boundary(i))
+            .unwrap_or(0);
+        &value[..end]
     }
 
     pub(crate) fn accepted(key: &EventKey, status: u16) {
@@ -116,3 +131,22 @@ mod enabled {
 }
 
 pub(crate) use enabled::*;
+
+#[cfg(all(test, feature = "tracing"))]
+mod tests {
+    use super::enabled::unverified;
+
+    #[test]
+    fn unverified_values_are_cut_on_a_char_boundary() {
+        let long = "n".repeat(900);
+        let wide = format!("{}é{}", "n".repeat(63), "n".repeat(10));
+        let cases = [
+            ("short", "num_12", "num_12"),
+            ("long", long.as_str(), &long[..64]),
+            ("boundary", wide.as_str(), &wide[..63]),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(unverified(value), want, "{name}");
+        }
+    }
+}
