@@ -20,7 +20,7 @@ use crate::body::{self, ResponseBody};
 use crate::clock;
 use crate::dedupe::{BoxFuture, Claim, ClaimGuard, EventKey};
 use crate::delivery::Delivery;
-use crate::error::{Rejection, RejectionKind, json_response};
+use crate::error::{ACK_DUPLICATE, ACK_UNHANDLED, Rejection, RejectionKind, json_response};
 use crate::event;
 use crate::layer::Config;
 use crate::secrets::SecretList;
@@ -283,8 +283,7 @@ where
     let event = delivery.event();
     trace::unknown_type(event.number_id(), event.event_type(), 200);
     if !config.forward_unknown {
-        let ack = serde_json::json!({ "acknowledged": true, "handled": false });
-        return Ok(own(json_response(StatusCode::OK, &ack)));
+        return Ok(own(json_response(StatusCode::OK, ACK_UNHANDLED)));
     }
     let mut inner = inner;
     let response = inner.call(rebuild(parts, bytes, delivery)).await?;
@@ -294,8 +293,7 @@ where
 fn duplicate<B>(config: &Config, key: &EventKey, claim: Claim) -> Response<ResponseBody<B>> {
     if claim == Claim::Done {
         trace::duplicate(key, 200);
-        let ack = serde_json::json!({ "acknowledged": true, "duplicate": true });
-        return own(json_response(StatusCode::OK, &ack));
+        return own(json_response(StatusCode::OK, ACK_DUPLICATE));
     }
     trace::duplicate(key, 409);
     let retry_after = config.retry_after.as_secs().max(1);
