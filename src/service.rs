@@ -163,12 +163,17 @@ where
     Ok(run_detached(config, guard, key, inner, request).await)
 }
 
-/// Runs the handler in a task of its own and settles the claim there.
+/// Runs the handler and settles the claim, to the end even if the request's
+/// future is dropped.
 ///
 /// The vendor may give up waiting and close the connection, which drops this
 /// request's future. A handler tied to that future would stop half-way and
-/// its effects might be repeated by the retry; in its own task it finishes,
-/// and the retry finds the event in flight (409) or done (200).
+/// its effects might be repeated by the retry; instead it is handed to a task
+/// of its own and finishes, and the retry finds the event in flight (409) or
+/// done (200). Most handlers finish while the connection waits, so the work
+/// is polled in place and a task is spawned only for the rest of an
+/// abandoned run: scheduling a task per delivery would cost more than the
+/// verification.
 async fn run_detached<S, B, ResBody>(
     config: Arc<Config>,
     mut guard: ClaimGuard,
@@ -190,11 +195,68 @@ where
     #[cfg(feature = "tracing")]
     let task = tracing::Instrument::in_current_span(task);
 
-    match tokio::spawn(task).await {
+    match Detached::new(task).await {
         Ok(response) => response,
-        // `settle` does not panic and the task is never aborted; answer as
-        // for a failed handler all the same, so the claim's lease decides.
+        // `settle` does not panic; answer as for a failed handler all the
+        // same, so the claim's lease decides.
         Err(_) => own(Rejection::new(RejectionKind::HandlerFailed).to_response()),
+    }
+}
+
+/// A future polled in place that, when dropped before it completes, is
+/// spawned on the current runtime to finish.
+struct Detached<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    task: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Detached<F>
+where
+    F::Output: Send,
+{
+    fn new(task: F) -> Self {
+        Self {
+            task: Some(Box::pin(task)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Detached<F>
+where
+    F::Output: Send,
+{
+    type Output = Result<F::Output, Panic>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Pending;
+        };
+        let polled = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx)));
+        let output = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(panic) => Err(panic),
+        };
+        self.task = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Detached<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        // Outside a runtime nothing can run it; the claim guard inside then
+        // leaves the claim to lapse with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(task));
+        }
     }
 }
 
