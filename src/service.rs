@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -306,10 +306,15 @@ where
     Ok((bytes, delivery))
 }
 
+/// The signing headers' names, built once: a name given as text is parsed
+/// and checked on every lookup.
+static TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+
 fn signing_headers(headers: &HeaderMap) -> Result<(Timestamp, Signatures), RejectionKind> {
     let lines = |name| headers.get_all(name).into_iter().map(|v| v.as_bytes());
-    let timestamp = Timestamp::parse_lines(lines(TIMESTAMP_HEADER))?;
-    let signatures = Signatures::parse(lines(SIGNATURE_HEADER))?;
+    let timestamp = Timestamp::parse_lines(lines(&TIMESTAMP))?;
+    let signatures = Signatures::parse(lines(&SIGNATURE))?;
     Ok((timestamp, signatures))
 }
 
