@@ -2,7 +2,7 @@
 //! route, both driven with the same pre-signed deliveries.
 //!
 //! ```text
-//! cargo run --release --example load -- [--secs 6] [--connections 8] [--requests 600000]
+//! cargo run --release --example load -- [--secs 6] [--connections 8] [--requests 800000]
 //! ```
 //!
 //! The bare route reads the body and answers 200. The verified route runs
@@ -54,7 +54,7 @@ impl Options {
         let mut options = Self {
             secs: 6,
             connections: 8,
-            requests: 600_000,
+            requests: 800_000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
