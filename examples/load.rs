@@ -2,13 +2,15 @@
 //! route, both driven with the same pre-signed deliveries.
 //!
 //! ```text
-//! cargo run --release --example load -- [--secs 6] [--connections 8] [--requests 400000]
+//! cargo run --release --example load -- [--secs 6] [--connections 8] [--requests 800000]
 //! ```
 //!
 //! The bare route reads the body and answers 200. The verified route runs
 //! the whole layer: size and encoding checks, headers, window, HMAC, parsing,
 //! dedupe in a `MemoryStore` and the `CallCompleted` extractor. Every
-//! delivery has its own `call_sid`, so each one is a first delivery.
+//! delivery has its own `call_sid`, so each one is a first delivery; the
+//! store is sized to remember all of them, and the run ends by saying how
+//! many it holds and whether any was evicted early.
 //!
 //! The server runs on one thread and the client on another, so the server's
 //! work per request decides the rate. Each route gets a one-second warm-up,
@@ -20,6 +22,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +33,7 @@ use axum::routing::post;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use kwickphone_webhooks::dedupe::MemoryStore;
 use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, verify};
 
 const SECRET: &str = "whsec_8f3c2a9b7d1e4f60a5b3c7d9e1f2a4b6";
@@ -50,7 +54,7 @@ impl Options {
         let mut options = Self {
             secs: 6,
             connections: 8,
-            requests: 400_000,
+            requests: 800_000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -117,11 +121,13 @@ async fn bare(body: Bytes) -> StatusCode {
     StatusCode::OK
 }
 
-fn serve(secret: Secret) -> Result<SocketAddr, BoxError> {
+fn serve(secret: Secret, store: MemoryStore) -> Result<SocketAddr, BoxError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let layer = VerifyWebhookLayer::new(Secrets::single(secret));
+    let layer = VerifyWebhookLayer::builder(Secrets::single(secret))
+        .store(store)
+        .build()?;
     let app = Router::new()
         .route(BARE, post(bare))
         .route(VERIFIED, post(on_call).route_layer(layer));
@@ -284,7 +290,12 @@ fn main() -> Result<(), BoxError> {
     let options = Options::from_args()?;
     let secret = Secret::new(SECRET)?;
     let pool = Arc::new(presign(&secret, options.requests)?);
-    let addr = serve(secret)?;
+    // Sized, as the store's docs ask, to remember every delivery of the run:
+    // the default capacity would be full after a few seconds and evict a
+    // marker on every further delivery, which a sized deployment never does.
+    let capacity = NonZeroUsize::new(options.requests).ok_or("--requests must not be 0")?;
+    let store = MemoryStore::new(capacity);
+    let addr = serve(secret, store.clone())?;
 
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -302,6 +313,11 @@ fn main() -> Result<(), BoxError> {
         "verified / bare: {:.1} % of the requests per second, p50 latency x{:.2}",
         100.0 * verified.rate() / bare.rate(),
         verified.percentile(0.5).as_secs_f64() / bare.percentile(0.5).as_secs_f64(),
+    );
+    println!(
+        "dedupe store: {} events remembered, {} evicted early",
+        store.len(),
+        store.evicted_early()
     );
     if bare.failures + verified.failures > 0 {
         return Err("some requests were not answered 200".into());

@@ -1,6 +1,7 @@
 //! Reading the request body within its limits, and the response body type.
 
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -55,7 +56,14 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
+    let mut collect = pin!(Limited::new(body, limit).collect());
+    // A body that has arrived whole is read in one poll; only one that is
+    // still on its way needs the timer, whose setup reads the clock.
+    let first = poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(collected) => Ok(collected),
+        Poll::Pending => tokio::time::timeout(timeout, collect).await,
+    };
     match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<LengthLimitError>() => Err(RejectionKind::PayloadTooLarge),

@@ -177,10 +177,7 @@ impl Rejection {
     /// Builds the response: the status, the JSON envelope and, for a delivery
     /// in progress, `Retry-After`.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let envelope = serde_json::json!({
-            "error": { "code": self.kind.code(), "message": self.kind.message() }
-        });
-        let mut response = json_response(self.status(), &envelope);
+        let mut response = json_response(self.status(), self.kind.envelope());
         if self.kind == RejectionKind::MethodNotAllowed {
             let allow = HeaderValue::from_static("POST");
             response.headers_mut().insert(header::ALLOW, allow);
@@ -213,11 +210,30 @@ impl axum::response::IntoResponse for Rejection {
     }
 }
 
-pub(crate) fn json_response(
-    status: StatusCode,
-    value: &serde_json::Value,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+impl RejectionKind {
+    /// Returns the JSON envelope of this kind. Codes and messages are fixed
+    /// ASCII without quotes or backslashes, so they are written as they are,
+    /// without the map and the escaping pass of a serializer.
+    fn envelope(self) -> Bytes {
+        let parts = [
+            r#"{"error":{"code":""#,
+            self.code(),
+            r#"","message":""#,
+            self.message(),
+            r#""}}"#,
+        ];
+        Bytes::from(parts.concat())
+    }
+}
+
+/// The answer to a verified event of a type the handler does not take.
+pub(crate) const ACK_UNHANDLED: &[u8] = br#"{"acknowledged":true,"handled":false}"#;
+
+/// The answer to a duplicate of an event that was handled already.
+pub(crate) const ACK_DUPLICATE: &[u8] = br#"{"acknowledged":true,"duplicate":true}"#;
+
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -419,6 +435,20 @@ mod tests {
             assert_eq!(json["error"]["code"], kind.code(), "{kind:?}");
             assert_eq!(json["error"]["message"], kind.message(), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn fixed_bodies_match_what_a_serializer_writes() {
+        for kind in ALL {
+            let envelope = serde_json::json!({
+                "error": { "code": kind.code(), "message": kind.message() }
+            });
+            assert_eq!(kind.envelope(), envelope.to_string(), "{kind:?}");
+        }
+        let unhandled = serde_json::json!({ "acknowledged": true, "handled": false });
+        assert_eq!(ACK_UNHANDLED, unhandled.to_string().as_bytes());
+        let duplicate = serde_json::json!({ "acknowledged": true, "duplicate": true });
+        assert_eq!(ACK_DUPLICATE, duplicate.to_string().as_bytes());
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl std::error::Error for PayloadError {}
 /// Parses a body once, returning the `number_id` whenever it can be read,
 /// even when the event as a whole is invalid, so that the secret lookup and
 /// the verdict on the payload come from one parse.
-pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>) {
+pub(crate) fn parse(body: &[u8]) -> (Option<Cow<'_, str>>, Result<Event, PayloadError>) {
     let body = body.strip_prefix(BYTE_ORDER_MARK).unwrap_or(body);
     let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
         return (None, Err(PayloadError::Empty));
@@ -219,7 +219,8 @@ pub(crate) fn parse(body: &[u8]) -> (Option<String>, Result<Event, PayloadError>
         Ok(wire) => wire,
         Err(err) => return (None, Err(syntax(&err))),
     };
-    let number_id = wire.number_id.as_deref().map(str::to_owned);
+    // Borrowed from the body unless it holds escapes: no copy for the lookup.
+    let number_id = wire.number_id.clone();
     (number_id, from_wire(wire))
 }
 

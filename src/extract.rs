@@ -12,7 +12,7 @@ use http::StatusCode;
 use http::request::Parts;
 
 use crate::delivery::Delivery;
-use crate::error::{Rejection, RejectionKind, json_response};
+use crate::error::{ACK_UNHANDLED, Rejection, RejectionKind, json_response};
 use crate::event::{CallCompleted, Event};
 
 /// Why an extractor could not produce its value.
@@ -41,10 +41,7 @@ impl IntoResponse for ExtractRejection {
     fn into_response(self) -> Response {
         match self {
             Self::LayerMissing => Rejection::new(RejectionKind::LayerMissing).into_response(),
-            Self::OtherEventType => {
-                let ack = serde_json::json!({ "acknowledged": true, "handled": false });
-                json_response(StatusCode::OK, &ack).into_response()
-            }
+            Self::OtherEventType => json_response(StatusCode::OK, ACK_UNHANDLED).into_response(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -20,7 +20,7 @@ use crate::body::{self, ResponseBody};
 use crate::clock;
 use crate::dedupe::{BoxFuture, Claim, ClaimGuard, EventKey};
 use crate::delivery::Delivery;
-use crate::error::{Rejection, RejectionKind, json_response};
+use crate::error::{ACK_DUPLICATE, ACK_UNHANDLED, Rejection, RejectionKind, json_response};
 use crate::event;
 use crate::layer::Config;
 use crate::secrets::SecretList;
@@ -163,12 +163,17 @@ where
     Ok(run_detached(config, guard, key, inner, request).await)
 }
 
-/// Runs the handler in a task of its own and settles the claim there.
+/// Runs the handler and settles the claim, to the end even if the request's
+/// future is dropped.
 ///
 /// The vendor may give up waiting and close the connection, which drops this
 /// request's future. A handler tied to that future would stop half-way and
-/// its effects might be repeated by the retry; in its own task it finishes,
-/// and the retry finds the event in flight (409) or done (200).
+/// its effects might be repeated by the retry; instead it is handed to a task
+/// of its own and finishes, and the retry finds the event in flight (409) or
+/// done (200). Most handlers finish while the connection waits, so the work
+/// is polled in place and a task is spawned only for the rest of an
+/// abandoned run: scheduling a task per delivery would cost more than the
+/// verification.
 async fn run_detached<S, B, ResBody>(
     config: Arc<Config>,
     mut guard: ClaimGuard,
@@ -190,11 +195,68 @@ where
     #[cfg(feature = "tracing")]
     let task = tracing::Instrument::in_current_span(task);
 
-    match tokio::spawn(task).await {
+    match Detached::new(task).await {
         Ok(response) => response,
-        // `settle` does not panic and the task is never aborted; answer as
-        // for a failed handler all the same, so the claim's lease decides.
+        // `settle` does not panic; answer as for a failed handler all the
+        // same, so the claim's lease decides.
         Err(_) => own(Rejection::new(RejectionKind::HandlerFailed).to_response()),
+    }
+}
+
+/// A future polled in place that, when dropped before it completes, is
+/// spawned on the current runtime to finish.
+struct Detached<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    task: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Detached<F>
+where
+    F::Output: Send,
+{
+    fn new(task: F) -> Self {
+        Self {
+            task: Some(Box::pin(task)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Detached<F>
+where
+    F::Output: Send,
+{
+    type Output = Result<F::Output, Panic>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Pending;
+        };
+        let polled = catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx)));
+        let output = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(panic) => Err(panic),
+        };
+        self.task = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Detached<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        // Outside a runtime nothing can run it; the claim guard inside then
+        // leaves the claim to lapse with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn(task));
+        }
     }
 }
 
@@ -244,10 +306,15 @@ where
     Ok((bytes, delivery))
 }
 
+/// The signing headers' names, built once: a name given as text is parsed
+/// and checked on every lookup.
+static TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+
 fn signing_headers(headers: &HeaderMap) -> Result<(Timestamp, Signatures), RejectionKind> {
     let lines = |name| headers.get_all(name).into_iter().map(|v| v.as_bytes());
-    let timestamp = Timestamp::parse_lines(lines(TIMESTAMP_HEADER))?;
-    let signatures = Signatures::parse(lines(SIGNATURE_HEADER))?;
+    let timestamp = Timestamp::parse_lines(lines(&TIMESTAMP))?;
+    let signatures = Signatures::parse(lines(&SIGNATURE))?;
     Ok((timestamp, signatures))
 }
 
@@ -283,8 +350,7 @@ where
     let event = delivery.event();
     trace::unknown_type(event.number_id(), event.event_type(), 200);
     if !config.forward_unknown {
-        let ack = serde_json::json!({ "acknowledged": true, "handled": false });
-        return Ok(own(json_response(StatusCode::OK, &ack)));
+        return Ok(own(json_response(StatusCode::OK, ACK_UNHANDLED)));
     }
     let mut inner = inner;
     let response = inner.call(rebuild(parts, bytes, delivery)).await?;
@@ -294,8 +360,7 @@ where
 fn duplicate<B>(config: &Config, key: &EventKey, claim: Claim) -> Response<ResponseBody<B>> {
     if claim == Claim::Done {
         trace::duplicate(key, 200);
-        let ack = serde_json::json!({ "acknowledged": true, "duplicate": true });
-        return own(json_response(StatusCode::OK, &ack));
+        return own(json_response(StatusCode::OK, ACK_DUPLICATE));
     }
     trace::duplicate(key, 409);
     let retry_after = config.retry_after.as_secs().max(1);

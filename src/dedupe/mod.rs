@@ -31,8 +31,8 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -64,9 +64,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EventKey {
-    number_id: Box<str>,
-    event_type: Box<str>,
-    call_sid: Box<str>,
+    /// The three fields one after the other, in one allocation that clones
+    /// share: a delivery keeps a copy for its claim.
+    fields: Arc<str>,
+    /// Where `number_id` and `event_type` end in `fields`.
+    ends: [usize; 2],
     /// Computed once: a delivery's claim and its completion both need it.
     digest: [u8; 16],
 }
@@ -74,27 +76,31 @@ pub struct EventKey {
 impl EventKey {
     /// Creates the key of one event.
     pub fn new(number_id: &str, event_type: &str, call_sid: &str) -> Self {
+        let ends = [number_id.len(), number_id.len() + event_type.len()];
+        let mut fields = String::with_capacity(ends[1] + call_sid.len());
+        for field in [number_id, event_type, call_sid] {
+            fields.push_str(field);
+        }
         Self {
-            number_id: number_id.into(),
-            event_type: event_type.into(),
-            call_sid: call_sid.into(),
+            fields: fields.into(),
+            ends,
             digest: digest_of([number_id, event_type, call_sid]),
         }
     }
 
     /// Returns the number the event belongs to.
     pub fn number_id(&self) -> &str {
-        &self.number_id
+        &self.fields[..self.ends[0]]
     }
 
     /// Returns the event type, such as `call.completed`.
     pub fn event_type(&self) -> &str {
-        &self.event_type
+        &self.fields[self.ends[0]..self.ends[1]]
     }
 
     /// Returns the call the event is about.
     pub fn call_sid(&self) -> &str {
-        &self.call_sid
+        &self.fields[self.ends[1]..]
     }
 
     /// Returns a 16-byte digest of the three fields, each length-prefixed so
@@ -120,9 +126,9 @@ fn digest_of(fields: [&str; 3]) -> [u8; 16] {
 impl fmt::Debug for EventKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventKey")
-            .field("number_id", &self.number_id)
-            .field("event_type", &self.event_type)
-            .field("call_sid", &self.call_sid)
+            .field("number_id", &self.number_id())
+            .field("event_type", &self.event_type())
+            .field("call_sid", &self.call_sid())
             .finish()
     }
 }
@@ -271,6 +277,26 @@ mod tests {
         }
         let same = EventKey::new("num_12", "call.completed", "CA1");
         assert_eq!(same.digest(), same.clone().digest());
+    }
+
+    #[test]
+    fn keys_give_back_their_fields_and_differ_by_any_of_them() {
+        let cases = [
+            ("num_12", "call.completed", "CA1"),
+            ("num_1", "2call.completed", "CA1"),
+            ("", "", ""),
+            ("a", "", "bc"),
+            ("a", "b", "c"),
+            ("ab", "", "c"),
+        ];
+        let keys: Vec<_> = cases.iter().map(|c| EventKey::new(c.0, c.1, c.2)).collect();
+        for (i, (key, case)) in keys.iter().zip(&cases).enumerate() {
+            let fields = (key.number_id(), key.event_type(), key.call_sid());
+            assert_eq!(fields, *case);
+            for (j, other) in keys.iter().enumerate() {
+                assert_eq!(key == other, i == j, "{key:?} vs {other:?}");
+            }
+        }
     }
 
     #[test]

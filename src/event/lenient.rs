@@ -67,9 +67,35 @@ impl<'de, T: Shape<'de>> Deserialize<'de> for Lenient<T> {
         // refuse (a number out of range, a lone surrogate, nesting deeper than
         // serde_json allows), so such a value is absent rather than fatal.
         let raw = <&'de RawValue>::deserialize(deserializer)?;
-        let mut value = serde_json::Deserializer::from_str(raw.get());
-        let shaped = value.deserialize_any(AnyShape(PhantomData));
-        Ok(Lenient(shaped.ok().flatten()))
+        let text = raw.get();
+        Ok(Lenient(plain(text).unwrap_or_else(|| decoded(text))))
+    }
+}
+
+/// Reads the value's text as serde_json would, for any JSON value.
+fn decoded<'de, T: Shape<'de>>(text: &'de str) -> Option<T> {
+    let mut value = serde_json::Deserializer::from_str(text);
+    value.deserialize_any(AnyShape(PhantomData)).ok().flatten()
+}
+
+/// Reads the values that most fields hold straight from their text: a
+/// string without escapes, an unsigned integer of at most 19 digits (which
+/// cannot overflow), `true`, `false` and `null`. The text is known to be one
+/// valid JSON value, so these readings equal [`decoded`]'s; `None` leaves
+/// any other value to it.
+fn plain<'de, T: Shape<'de>>(text: &'de str) -> Option<Option<T>> {
+    let bytes = text.as_bytes();
+    match bytes {
+        b"true" => Some(T::from_bool(true)),
+        b"false" => Some(T::from_bool(false)),
+        b"null" => Some(None),
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            Some(T::from_str(Cow::Borrowed(&text[1..text.len() - 1])))
+        }
+        [b'0'..=b'9', ..] if bytes.len() <= 19 && bytes.iter().all(u8::is_ascii_digit) => {
+            text.parse().ok().map(T::from_u64)
+        }
+        _ => None,
     }
 }
 
@@ -126,5 +152,51 @@ impl<'de, T: Shape<'de>> Visitor<'de> for AnyShape<T> {
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         T::from_map(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns whether `plain` read `text`, after checking that it read it
+    /// as `decoded` does.
+    fn agree<'de, T: Shape<'de> + PartialEq + fmt::Debug>(text: &'de str) -> bool {
+        let Some(fast) = plain::<T>(text) else {
+            return false;
+        };
+        assert_eq!(fast, decoded::<T>(text), "{text}");
+        true
+    }
+
+    #[test]
+    fn plain_values_read_as_serde_json_reads_them() {
+        let cases = [
+            ("string", r#""CA9f""#, true),
+            ("empty string", r#""""#, true),
+            ("non-ascii string", "\"caf\u{e9}\"", true),
+            ("escaped quote", r#""a\"b""#, false),
+            ("unicode escape", r#""\u00e9""#, false),
+            ("integer", "132", true),
+            ("zero", "0", true),
+            ("19 digits", "9999999999999999999", true),
+            ("20 digits", "18446744073709551615", false),
+            ("negative", "-1", false),
+            ("float", "1.5", false),
+            ("exponent", "1e3", false),
+            ("true", "true", true),
+            ("false", "false", true),
+            ("null", "null", true),
+            ("object", r#"{"a":1}"#, false),
+            ("array", "[1]", false),
+        ];
+        for (name, text, fast) in cases {
+            let read = [
+                agree::<Cow<'_, str>>(text),
+                agree::<u64>(text),
+                agree::<bool>(text),
+            ];
+            assert_eq!(read, [fast; 3], "{name}");
+        }
     }
 }
