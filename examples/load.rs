@@ -34,7 +34,7 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use kwickphone_webhooks::dedupe::MemoryStore;
-use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, verify};
+use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, testing, verify};
 
 const SECRET: &str = "whsec_8f3c2a9b7d1e4f60a5b3c7d9e1f2a4b6";
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -77,30 +77,11 @@ struct Signed {
     signature: HeaderValue,
 }
 
-/// Returns the vendor's sample event with another `call_sid`.
-fn sample_event(call_sid: &str) -> String {
-    serde_json::json!({
-        "type": "call.completed",
-        "number_id": "num_12",
-        "occurred_at": "2026-06-20T07:57:25+00:00",
-        "call": {
-            "call_sid": call_sid,
-            "caller": "+12145559876",
-            "outcome": "order",
-            "duration_sec": 132,
-            "started_at": "2026-06-20T07:55:10Z",
-            "has_recording": true,
-            "has_transcript": true
-        }
-    })
-    .to_string()
-}
-
 fn presign(secret: &Secret, count: usize) -> Result<Vec<Signed>, BoxError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     (0..count)
         .map(|i| {
-            let body = sample_event(&format!("CA{i:032x}"));
+            let body = testing::call_completed_body("num_12", &format!("CA{i:032x}"));
             let signed = verify::sign(secret, now, body.as_bytes());
             Ok(Signed {
                 body: Bytes::from(body),

@@ -25,7 +25,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::post;
 use http::{Request, StatusCode};
-use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, verify};
+use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, testing, verify};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::ServiceExt;
 
@@ -44,24 +44,6 @@ async fn handled(event: CallCompleted) -> StatusCode {
 async fn bare(body: Bytes) -> StatusCode {
     black_box(&body);
     StatusCode::OK
-}
-
-fn sample_event(call_sid: &str) -> String {
-    serde_json::json!({
-        "type": "call.completed",
-        "number_id": "num_12",
-        "occurred_at": "2026-06-20T07:57:25+00:00",
-        "call": {
-            "call_sid": call_sid,
-            "caller": "+12145559876",
-            "outcome": "order",
-            "duration_sec": 132,
-            "started_at": "2026-06-20T07:55:10Z",
-            "has_recording": true,
-            "has_transcript": true
-        }
-    })
-    .to_string()
 }
 
 fn signed(secret: &Secret, now: u64, uri: &str, body: String) -> Result<Request<Body>, BoxError> {
@@ -87,7 +69,12 @@ fn requests(mode: &str, count: usize, secret: &Secret) -> Result<Vec<Request<Bod
     (0..=count)
         .map(|i| {
             let sid = if distinct { i } else { 0 };
-            signed(secret, now, uri, sample_event(&format!("CA{sid:032x}")))
+            signed(
+                secret,
+                now,
+                uri,
+                testing::call_completed_body("num_12", &format!("CA{sid:032x}")),
+            )
         })
         .collect()
 }

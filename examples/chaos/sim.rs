@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use kwickphone_webhooks::dedupe::RedisStore;
-use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, verify};
+use kwickphone_webhooks::{CallCompleted, Secret, Secrets, VerifyWebhookLayer, testing, verify};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -340,23 +340,7 @@ impl Vendor {
 }
 
 fn event_body(event: u32) -> Arc<str> {
-    let call_sid = format!("CA{event:06}");
-    serde_json::json!({
-        "type": "call.completed",
-        "number_id": NUMBER_ID,
-        "occurred_at": "2026-06-20T07:57:25+00:00",
-        "call": {
-            "call_sid": call_sid,
-            "caller": "+12145559876",
-            "outcome": "order",
-            "duration_sec": 132,
-            "started_at": "2026-06-20T07:55:10Z",
-            "has_recording": true,
-            "has_transcript": true
-        }
-    })
-    .to_string()
-    .into()
+    testing::call_completed_body(NUMBER_ID, &format!("CA{event:06}")).into()
 }
 
 /// Sends every event, 1 to 5 copies each, a few milliseconds apart, and
