@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Action, NOW, SECRET_12, Server, body, signed, start, start_with};
+use common::{Action, NOW, SECRET_12, Server, body, start, start_with};
 use kwickphone_webhooks::dedupe::{Claim, ClaimToken, DedupeStore, EventKey, MemoryStore};
 use kwickphone_webhooks::{BoxFuture, StoreError};
 use tokio::sync::Notify;
@@ -25,6 +25,13 @@ fn blocking(server: &Server, call_sid: &str) -> (Arc<Notify>, Arc<Notify>) {
     (entered, release)
 }
 
+/// Delivers `payload`, signed with `num_12`'s secret, from a task of its own
+/// and returns the status it gets.
+fn spawn_delivery(server: &Arc<Server>, payload: &str) -> tokio::task::JoinHandle<u16> {
+    let (server, payload) = (Arc::clone(server), payload.to_owned());
+    tokio::spawn(async move { server.deliver(SECRET_12, &payload).await.status })
+}
+
 /// Retries like the vendor until the answer is not 409, a bounded number of
 /// times, and returns the last status.
 async fn deliver_until_settled(server: &Server, payload: &str) -> (u16, String) {
@@ -40,21 +47,11 @@ async fn deliver_until_settled(server: &Server, payload: &str) -> (u16, String) 
 
 #[tokio::test]
 async fn duplicate_in_flight_gets_409_with_retry_after() {
-    let server = start_with(|b| b.retry_after(Duration::from_secs(7))).await;
+    let server = Arc::new(start_with(|b| b.retry_after(Duration::from_secs(7))).await);
     let payload = body("num_12", "CA-409");
     let (entered, release) = blocking(&server, "CA-409");
 
-    let client = server.client.clone();
-    let url = server.url.clone();
-    let headers = signed(SECRET_12, NOW, payload.as_bytes());
-    let first_body = payload.clone();
-    let first = tokio::spawn(async move {
-        let mut request = client.post(url).body(first_body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.send().await.expect("the server answers").status()
-    });
+    let first = spawn_delivery(&server, &payload);
     entered.notified().await;
 
     // A retry, signed anew a little later, arrives while the first runs.
@@ -153,21 +150,11 @@ async fn a_failed_run_is_retried_then_done() {
 
 #[tokio::test]
 async fn client_going_away_mid_handler_lets_the_handler_finish() {
-    let server = start().await;
+    let server = Arc::new(start().await);
     let payload = body("num_12", "CA-gone");
     let (entered, release) = blocking(&server, "CA-gone");
 
-    let client = common::client();
-    let url = server.url.clone();
-    let headers = signed(SECRET_12, NOW, payload.as_bytes());
-    let first_body = payload.clone();
-    let first = tokio::spawn(async move {
-        let mut request = client.post(url).body(first_body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        request.send().await
-    });
+    let first = spawn_delivery(&server, &payload);
     entered.notified().await;
     first.abort();
     let _ = first.await;
